@@ -1,0 +1,34 @@
+# The two commands a new user needs:  `make demo`  and  `make test`.
+# Both create .venv when it is missing and install the project into it.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# On the project's machines torch is installed from a local copy with exactly this spec;
+# elsewhere override it, e.g. `make test TORCH_SPEC="torch torchvision"` (any torch >= 2.4).
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+DEMO_DIR ?= work_dirs/demo
+
+.PHONY: test demo lint install clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py requirements.txt requirements/tests.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip "setuptools<81" wheel
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q --no-build-isolation -e ".[tests]"
+	touch $@
+
+lint: install
+	$(PY) -m ruff check codetr tools tests configs benchmarks projects demo
+
+test: install
+	$(PY) -m pytest
+
+demo: install
+	$(PY) tools/misc/make_synthetic_dataset.py --out data/synthetic --train 64 --val 16 --seed 0
+	$(PY) tools/analysis_tools/browse_dataset.py configs/_base_/datasets/synthetic_detection.py \
+		--output-dir $(DEMO_DIR)/browse --max-images 8
+	@echo "Browsed ground truth written to $(DEMO_DIR)/browse"
+
+clean:
+	rm -rf work_dirs outputs .pytest_cache
