@@ -1,0 +1,103 @@
+"""Conversions between the metric's per-image dicts and COCO-format json structures.
+
+Shared by ``CocoMetric`` and ``LVISMetric``. Boxes arrive as ``xyxy`` in original image
+pixels; COCO json stores ``[x, y, w, h]`` in the same pixels.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A tensor (any device) or array-like as a numpy array."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def xyxy_to_xywh(bboxes: np.ndarray) -> np.ndarray:
+    """``(K, 4)`` xyxy -> ``(K, 4)`` COCO xywh, same pixel units."""
+    bboxes = np.asarray(bboxes, dtype=np.float64).reshape(-1, 4)
+    return np.concatenate([bboxes[:, :2], bboxes[:, 2:] - bboxes[:, :2]], axis=1)
+
+
+def label_to_cat_ids(classes: Sequence[str], categories: Sequence[dict],
+                     ann_file: str | None = None) -> list[int]:
+    """Category id of each class, matched BY NAME: ``result[i]`` is the id of ``classes[i]``.
+
+    The datasets map category ids to label indices the same way, so a label index from the
+    model always names the category the dataset took it from, whatever the id order.
+    """
+    name_to_id = {cat['name']: cat['id'] for cat in categories}
+    missing = [name for name in classes if name not in name_to_id]
+    if missing:
+        source = f' of {ann_file}' if ann_file else ''
+        raise ValueError(
+            f'Classes {missing[:10]} (dataset_meta["classes"]) are not category names in the '
+            f'annotations{source}. Make `metainfo.classes` in the dataset config match the '
+            f'`categories[*].name` of the annotation file.')
+    return [name_to_id[name] for name in classes]
+
+
+def preds_to_coco_json(results: Sequence[dict], cat_ids: Sequence[int]) -> list[dict]:
+    """Per-image prediction dicts -> COCO result list.
+
+    Each result has ``img_id`` and ``bboxes (K, 4)`` xyxy, ``scores (K,)``, ``labels (K,)``
+    label indices. Raises if a label is not an index into ``cat_ids``.
+    """
+    json_results = []
+    for res in results:
+        labels = res['labels'].astype(np.int64)
+        bad = labels[(labels < 0) | (labels >= len(cat_ids))]
+        if bad.size:
+            raise ValueError(
+                f'Image {res["img_id"]}: predicted labels {sorted(set(bad.tolist()))[:10]} are '
+                f'outside the {len(cat_ids)} classes of dataset_meta["classes"]. The model\'s '
+                f'num_classes must equal the number of classes in the dataset config.')
+        boxes = xyxy_to_xywh(res['bboxes'])
+        for box, score, label in zip(boxes, res['scores'], labels):
+            json_results.append(dict(
+                image_id=res['img_id'], bbox=[float(v) for v in box],
+                score=float(score), category_id=int(cat_ids[label])))
+    return json_results
+
+
+def gt_to_coco_dict(gts: Sequence[dict], classes: Sequence[str]) -> dict:
+    """Build a COCO ground-truth dict from data samples' raw ``instances``.
+
+    Used when a metric has no ``ann_file``. Category ids are the label indices (so label
+    ``i`` <-> id ``i``); images get ``file_name = '<img_id>.jpg'``. Each gt dict has
+    ``img_id``, ``width``, ``height`` and ``anns``: the dataset's ``instances``, each with
+    ``bbox`` xyxy in original pixels, ``bbox_label`` and optionally ``ignore_flag``
+    (stored as ``iscrowd`` so COCOeval ignores it).
+    """
+    categories = [dict(id=i, name=name) for i, name in enumerate(classes)]
+    images, annotations = [], []
+    for gt in gts:
+        images.append(dict(id=gt['img_id'], width=int(gt['width']), height=int(gt['height']),
+                           file_name=f'{gt["img_id"]}.jpg'))
+        for ann in gt['anns']:
+            x1, y1, x2, y2 = (float(v) for v in ann['bbox'])
+            w, h = x2 - x1, y2 - y1
+            annotations.append(dict(
+                id=len(annotations) + 1,  # COCOeval treats id 0 as "unmatched"
+                image_id=gt['img_id'], bbox=[x1, y1, w, h], area=w * h,
+                category_id=int(ann['bbox_label']), iscrowd=int(ann.get('ignore_flag', 0))))
+    return dict(info={}, licenses=[], images=images, annotations=annotations,
+                categories=categories)
+
+
+def unpack_prediction(data_sample: dict) -> dict:
+    """One evaluator data-sample dict -> ``img_id`` plus numpy ``bboxes, scores, labels``."""
+    if 'pred_instances' not in data_sample:
+        raise KeyError('The data sample has no `pred_instances`; the model\'s predict() must '
+                       'fill them before the metric sees the batch.')
+    pred = data_sample['pred_instances']
+    return dict(img_id=data_sample['img_id'],
+                bboxes=to_numpy(pred['bboxes']).reshape(-1, 4),
+                scores=to_numpy(pred['scores']).reshape(-1),
+                labels=to_numpy(pred['labels']).reshape(-1))

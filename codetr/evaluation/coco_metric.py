@@ -1,0 +1,198 @@
+"""COCO box AP through pycocotools (default) or faster-coco-eval (same numbers, faster)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os.path as osp
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from mmengine.evaluator import BaseMetric
+from mmengine.fileio import get_local_path
+from mmengine.logging import MMLogger
+from terminaltables import AsciiTable
+
+from codetr.registry import METRICS
+
+from .coco_format import gt_to_coco_dict, label_to_cat_ids, preds_to_coco_json, unpack_prediction
+
+# Index of each reported value in COCOeval.stats (the order of its 12-line summary).
+BBOX_STATS = {'mAP': 0, 'mAP_50': 1, 'mAP_75': 2, 'mAP_s': 3, 'mAP_m': 4, 'mAP_l': 5}
+BACKENDS = ('pycocotools', 'faster_coco_eval')
+
+
+def coco_api(backend: str) -> tuple[type, type]:
+    """``(COCO, COCOeval)`` classes of a backend; both expose pycocotools' interface."""
+    if backend == 'pycocotools':
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+        return COCO, COCOeval
+    if backend == 'faster_coco_eval':
+        from faster_coco_eval import COCO, COCOeval_faster
+        return COCO, COCOeval_faster
+    raise ValueError(f'backend={backend!r} is not one of {BACKENDS}.')
+
+
+def load_coco(backend: str, source: str | dict) -> Any:
+    """A backend COCO object from an annotation file path or an in-memory COCO dict."""
+    coco_cls, _ = coco_api(backend)
+    if isinstance(source, str):
+        with get_local_path(source) as local_path:
+            return coco_cls(local_path)
+    if backend == 'faster_coco_eval':
+        return coco_cls(source)
+    coco = coco_cls()  # pycocotools only reads files; fill an empty one in memory
+    coco.dataset = source
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+@METRICS.register_module()
+class CocoMetric(BaseMetric):
+    """COCO detection metric with MMDetection's keys (``coco/bbox_mAP``, ``_50``, ...).
+
+    Args:
+        ann_file: COCO json of the evaluated split. ``None`` builds the ground truth from
+            each data sample's ``instances`` (add ``'instances'`` to PackDetInputs'
+            ``meta_keys``); category id ``i`` is then label ``i``.
+        metric: ``'bbox'`` (class-aware AP) or ``'proposal'`` (class-agnostic AR at
+            ``proposal_nums`` detections per image).
+        classwise: also log a per-class AP table.
+        proposal_nums: max detections per image for ``'proposal'`` recall.
+        format_only: only write ``<outfile_prefix>.bbox.json`` (test-dev submission).
+        outfile_prefix: where result json files go; required with ``format_only``.
+        backend: ``'pycocotools'`` or ``'faster_coco_eval'``.
+        sort_categories: order the class-wise table by category id instead of ``classes``.
+    """
+
+    default_prefix = 'coco'
+
+    def __init__(self, ann_file: str | None = None, metric: str | Sequence[str] = 'bbox',
+                 classwise: bool = False, proposal_nums: Sequence[int] = (100, 300, 1000),
+                 format_only: bool = False, outfile_prefix: str | None = None,
+                 backend: str = 'pycocotools', collect_device: str = 'cpu',
+                 prefix: str | None = None, sort_categories: bool = False) -> None:
+        super().__init__(collect_device=collect_device, prefix=prefix)
+        self.metrics = [metric] if isinstance(metric, str) else list(metric)
+        for name in self.metrics:
+            if name not in ('bbox', 'proposal'):
+                raise ValueError(f'metric={name!r} is not supported; use "bbox" or "proposal" '
+                                 f'(codetr predicts boxes only).')
+        if format_only and outfile_prefix is None:
+            raise ValueError('format_only=True writes <outfile_prefix>.bbox.json; set '
+                             'outfile_prefix, e.g. "./work_dirs/coco_test_dev/results".')
+        coco_api(backend)  # fail at build time on a bad backend name
+        self.backend = backend
+        self.classwise = classwise
+        self.proposal_nums = list(proposal_nums)
+        self.format_only = format_only
+        self.outfile_prefix = outfile_prefix
+        self.sort_categories = sort_categories
+        self.ann_file = ann_file
+        self._coco_gt = load_coco(backend, ann_file) if ann_file is not None else None
+
+    def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
+        """Keep each image's predictions (numpy) and, without ``ann_file``, its GT."""
+        for sample in data_samples:
+            pred = unpack_prediction(sample)
+            gt = None
+            if self._coco_gt is None:
+                if 'instances' not in sample:
+                    raise KeyError(
+                        'CocoMetric without ann_file builds the ground truth from each data '
+                        'sample\'s `instances`; add "instances" to the meta_keys of '
+                        'PackDetInputs in the test pipeline, or set ann_file.')
+                height, width = sample['ori_shape'][:2]
+                gt = dict(img_id=sample['img_id'], width=width, height=height,
+                          anns=sample['instances'])
+            self.results.append((pred, gt))
+
+    def compute_metrics(self, results: list) -> dict[str, float]:
+        logger = MMLogger.get_current_instance()
+        preds, gts = zip(*results) if results else ((), ())
+        classes = self.dataset_meta['classes']
+        coco_gt = self._coco_gt
+        if coco_gt is None:
+            coco_gt = load_coco(self.backend, gt_to_coco_dict(gts, classes))
+        cat_ids = label_to_cat_ids(classes, coco_gt.dataset['categories'], self.ann_file)
+        json_results = preds_to_coco_json(preds, cat_ids)
+        if self.outfile_prefix is not None:
+            out_file = f'{self.outfile_prefix}.bbox.json'
+            with open(out_file, 'w') as f:
+                json.dump(json_results, f)
+            logger.info(f'Detections written to {osp.abspath(out_file)}')
+        if self.format_only:
+            return {}
+        img_ids = [p['img_id'] for p in preds]
+        metrics: dict[str, float] = {}
+        for metric in self.metrics:
+            metrics.update(self._evaluate(metric, coco_gt, json_results, img_ids, cat_ids,
+                                          classes))
+        return metrics
+
+    def _evaluate(self, metric: str, coco_gt: Any, json_results: list[dict],
+                  img_ids: list, cat_ids: list[int], classes: Sequence[str]) -> dict[str, float]:
+        """Run COCOeval for one metric kind and log its summary (and table)."""
+        logger = MMLogger.get_current_instance()
+        names = (list(BBOX_STATS) if metric == 'bbox' else
+                 [f'AR@{n}' for n in self.proposal_nums] +
+                 [f'AR_{s}@{self.proposal_nums[-1]}' for s in 'sml'])
+        keys = [f'bbox_{n}' if metric == 'bbox' else n for n in names]
+        if not json_results:
+            logger.warning('There are no detections at all; every metric is 0.')
+            return dict.fromkeys(keys, 0.0)
+        _, eval_cls = coco_api(self.backend)
+        coco_dt = coco_gt.loadRes(json_results)
+        coco_eval = eval_cls(coco_gt, coco_dt, 'bbox')
+        coco_eval.params.imgIds = img_ids
+        coco_eval.params.catIds = cat_ids
+        if metric == 'proposal':
+            coco_eval.params.useCats = 0
+            coco_eval.params.maxDets = self.proposal_nums
+        summary = io.StringIO()
+        with contextlib.redirect_stdout(summary):
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+            coco_eval.summarize()
+        logger.info(f'Evaluating {metric}:\n{summary.getvalue()}')
+        stats = np.asarray(coco_eval.stats, dtype=np.float64)
+        # 'proposal' reads AR@maxDets[0..2] at stats 6..8 and AR s/m/l at stats 9..11.
+        indices = list(BBOX_STATS.values()) if metric == 'bbox' else [6, 7, 8, 9, 10, 11]
+        values = {key: float(stats[i]) for key, i in zip(keys, indices)}
+        if metric == 'bbox':
+            logger.info('bbox_mAP_copypaste: ' + ' '.join(f'{v:.3f}' for v in values.values()))
+            if self.classwise:
+                precision = np.asarray(coco_eval.eval['precision'])
+                logger.info('\n' + self.classwise_table(precision, cat_ids, classes))
+        return values
+
+    def classwise_table(self, precision: np.ndarray, cat_ids: Sequence[int],
+                        classes: Sequence[str]) -> str:
+        """Per-class AP table from COCOeval's ``precision`` ``(T, R, K, A, M)``.
+
+        ``K`` runs over the sorted category ids (COCOeval sorts them); ``M = -1`` is the
+        100-detection setting, ``A = 0..3`` the all/small/medium/large areas.
+        """
+        column_of = {cat: k for k, cat in enumerate(sorted(set(cat_ids)))}
+        order = range(len(classes))
+        if self.sort_categories:
+            order = sorted(order, key=lambda i: cat_ids[i])
+        rows = [['category', 'mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l']]
+        for i in order:
+            k = column_of[cat_ids[i]]
+            cells = [precision[:, :, k, 0, -1], precision[0, :, k, 0, -1],
+                     precision[5, :, k, 0, -1]]  # IoU thresholds .50:.05:.95: 0 -> .5, 5 -> .75
+            cells += [precision[:, :, k, area, -1] for area in (1, 2, 3)]
+            rows.append([classes[i]] + [_mean_valid(c) for c in cells])
+        table = AsciiTable(rows)
+        table.inner_footing_row_border = False
+        return table.table
+
+
+def _mean_valid(values: np.ndarray) -> str:
+    """Mean of the entries COCOeval filled (-1 marks "no GT"), formatted; 'nan' if none."""
+    valid = values[values > -1]
+    return f'{float(np.mean(valid)):.3f}' if valid.size else 'nan'

@@ -1,0 +1,155 @@
+"""CocoMetric: hand-computed AP, perfect predictions, backends, class mapping, file output."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from mmengine.logging import MMLogger
+
+from codetr.evaluation import CocoMetric
+from codetr.registry import METRICS
+
+from .helpers import coco_dict, sample, write_json
+
+KEYS = ['bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l']
+
+
+def run(metric: CocoMetric, samples: list[dict], classes) -> dict:
+    metric.dataset_meta = dict(classes=tuple(classes))
+    metric.process({}, samples)
+    return metric.evaluate(len(samples))
+
+
+@pytest.fixture
+def two_box_ann(tmp_path):
+    # Two small (area 100 < 32**2) GT boxes of category 'a'.
+    gt = coco_dict({1: [([0, 0, 10, 10], 1), ([20, 20, 30, 30], 1)]}, [(1, 'a'), (2, 'b')])
+    return write_json(gt, tmp_path / 'gt.json')
+
+
+@pytest.mark.parametrize('backend', ['pycocotools', 'faster_coco_eval'])
+def test_hand_computed_ap(two_box_ann, backend):
+    # Ranked TP (IoU 1), FP, TP (IoU 80/100 = 0.8): recall .5, .5, 1; precision 1, 1/2, 2/3.
+    # Interpolated precision is 1 up to recall .5 (51 of the 101 points) and 2/3 after (50).
+    dets = [[0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 30, 28]]
+    res = run(CocoMetric(ann_file=two_box_ann, backend=backend),
+              [sample(1, dets, [0.9, 0.8, 0.7], [0, 0, 0])], ('a', 'b'))
+    ap_both = (51 + 50 * 2 / 3) / 101
+    ap_one = 51 / 101  # IoU thresholds .85, .9, .95: only the first box matches
+    expected_map = (7 * ap_both + 3 * ap_one) / 10  # thresholds .50 ... .80 are 7 of 10
+    assert res['coco/bbox_mAP_50'] == pytest.approx(ap_both, abs=1e-9)
+    assert res['coco/bbox_mAP_75'] == pytest.approx(ap_both, abs=1e-9)
+    assert res['coco/bbox_mAP'] == pytest.approx(expected_map, abs=1e-9)
+    assert res['coco/bbox_mAP_s'] == pytest.approx(expected_map, abs=1e-9)
+    assert res['coco/bbox_mAP_m'] == -1 and res['coco/bbox_mAP_l'] == -1  # no GT there
+
+
+def test_perfect_predictions_give_one(tmp_path):
+    boxes = {1: [([0, 0, 10, 10], 1), ([0, 0, 50, 50], 2)],   # small, medium
+             2: [([10, 10, 150, 150], 1)]}                       # large
+    ann = write_json(coco_dict(boxes, [(1, 'a'), (2, 'b')]), tmp_path / 'gt.json')
+    samples = [sample(i, [b for b, _ in anns], [0.9] * len(anns), [c - 1 for _, c in anns])
+               for i, anns in boxes.items()]
+    res = run(CocoMetric(ann_file=ann), samples, ('a', 'b'))
+    assert set(res) == {f'coco/{k}' for k in KEYS}
+    for key in KEYS:
+        assert res[f'coco/{key}'] == pytest.approx(1.0)
+
+
+def test_labels_map_to_categories_by_name(tmp_path):
+    # Category ids 7 ('dog') and 3 ('cat'); the dataset's classes are ('dog', 'cat'), so
+    # label 0 means id 7. A metric mapping by id order would give 0 AP here.
+    ann = write_json(coco_dict({1: [([0, 0, 10, 10], 7), ([40, 40, 60, 60], 3)]},
+                               [(3, 'cat'), (7, 'dog')]), tmp_path / 'gt.json')
+    res = run(CocoMetric(ann_file=ann), [sample(1, [[0, 0, 10, 10], [40, 40, 60, 60]],
+                                                [0.9, 0.8], [0, 1])], ('dog', 'cat'))
+    assert res['coco/bbox_mAP'] == pytest.approx(1.0)
+
+
+def test_missing_class_name_and_bad_label_raise(two_box_ann):
+    with pytest.raises(ValueError, match='not category names'):
+        run(CocoMetric(ann_file=two_box_ann), [sample(1, [[0, 0, 1, 1]], [1.], [0])], ('a', 'z'))
+    with pytest.raises(ValueError, match='outside the 2 classes'):
+        run(CocoMetric(ann_file=two_box_ann), [sample(1, [[0, 0, 1, 1]], [1.], [2])], ('a', 'b'))
+
+
+def test_bad_config_raises():
+    with pytest.raises(ValueError, match='outfile_prefix'):
+        CocoMetric(format_only=True)
+    with pytest.raises(ValueError, match='backend'):
+        CocoMetric(backend='lvis')
+    with pytest.raises(ValueError, match='segm'):
+        CocoMetric(metric='segm')
+
+
+def test_backends_agree_on_random_predictions(tmp_path):
+    rng = np.random.default_rng(0)
+    boxes, samples = {}, []
+    for img_id in range(1, 7):
+        xy = rng.uniform(0, 150, (5, 2))
+        wh = rng.uniform(5, 140, (5, 2))
+        gt = np.concatenate([xy, xy + wh], 1)
+        cats = rng.integers(1, 4, 5)
+        boxes[img_id] = [(b.tolist(), int(c)) for b, c in zip(gt, cats)]
+        # Jittered copies of the GT, some with wrong labels, plus pure noise boxes.
+        det = np.concatenate([gt + rng.normal(0, 6, gt.shape), gt[:2] + 30], 0)
+        det[:, 2:] = np.maximum(det[:, 2:], det[:, :2] + 1)
+        labels = np.concatenate([cats - 1, rng.integers(0, 3, 2)])
+        labels[rng.random(len(labels)) < 0.2] = rng.integers(0, 3)
+        samples.append(sample(img_id, det.tolist(), rng.random(len(det)).tolist(),
+                              labels.tolist()))
+    ann = write_json(coco_dict(boxes, [(1, 'a'), (2, 'b'), (3, 'c')]), tmp_path / 'gt.json')
+    ref = run(CocoMetric(ann_file=ann), samples, 'abc')
+    fast = run(CocoMetric(ann_file=ann, backend='faster_coco_eval'), samples, 'abc')
+    assert 0.05 < ref['coco/bbox_mAP'] < 0.95  # a non-trivial case
+    for key in ref:
+        assert fast[key] == pytest.approx(ref[key], abs=1e-6), key
+
+
+def test_classwise_table_is_logged(two_box_ann):
+    logger = MMLogger.get_instance('test_classwise_table')
+    messages = []
+    original = logger.info
+    logger.info = lambda msg, *a, **k: messages.append(str(msg))
+    try:
+        run(CocoMetric(ann_file=two_box_ann, classwise=True),
+            [sample(1, [[0, 0, 10, 10], [20, 20, 30, 30]], [0.9, 0.8], [0, 0])], ('a', 'b'))
+    finally:
+        logger.info = original
+    log = '\n'.join(messages)
+    assert 'Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all' in log  # 12-line summary
+    row_a = next(line for line in log.splitlines() if line.startswith('| a '))
+    row_b = next(line for line in log.splitlines() if line.startswith('| b '))
+    assert row_a.split('|')[2].strip() == '1.000'
+    assert row_b.split('|')[2].strip() == 'nan'  # no GT of class b
+
+
+def test_format_only_writes_xywh_json(two_box_ann, tmp_path):
+    prefix = str(tmp_path / 'out' / 'res')
+    (tmp_path / 'out').mkdir()
+    metric = CocoMetric(ann_file=two_box_ann, format_only=True, outfile_prefix=prefix)
+    res = run(metric, [sample(1, [[1, 2, 11, 22]], [0.5], [1])], ('a', 'b'))
+    assert res == {}
+    entries = json.loads(open(prefix + '.bbox.json').read())
+    assert entries == [dict(image_id=1, bbox=[1.0, 2.0, 10.0, 20.0], score=0.5, category_id=2)]
+
+
+def test_gt_from_instances_without_ann_file():
+    instances = [dict(bbox=[0, 0, 10, 10], bbox_label=1, ignore_flag=0),
+                 dict(bbox=[50, 50, 90, 90], bbox_label=0, ignore_flag=1)]  # crowd: ignored
+    metric = METRICS.build(dict(type='CocoMetric'))
+    res = run(metric, [sample(1, [[0, 0, 10, 10], [50, 50, 90, 90]], [0.9, 0.95], [1, 0],
+                              instances=instances)], ('a', 'b'))
+    # The detection on the crowd box is ignored, not a false positive.
+    assert res['coco/bbox_mAP'] == pytest.approx(1.0)
+    with pytest.raises(KeyError, match='meta_keys'):
+        CocoMetric().process({}, [sample(1, [[0, 0, 1, 1]], [1.], [0])])
+
+
+def test_proposal_recall(two_box_ann):
+    res = run(CocoMetric(ann_file=two_box_ann, metric='proposal', proposal_nums=(1, 2, 10)),
+              [sample(1, [[0, 0, 10, 10], [20, 20, 30, 30]], [0.9, 0.8], [0, 0])], ('a', 'b'))
+    assert res['coco/AR@1'] == pytest.approx(0.5)
+    assert res['coco/AR@2'] == pytest.approx(1.0)
+    assert res['coco/AR_s@10'] == pytest.approx(1.0)
