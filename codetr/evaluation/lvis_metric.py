@@ -1,0 +1,100 @@
+"""LVIS v1 box AP (federated) with MMDetection's keys: ``lvis/bbox_AP``, ``lvis/bbox_APr``..."""
+from __future__ import annotations
+
+import itertools
+import json
+import os.path as osp
+from collections.abc import Sequence
+from typing import Any
+
+from mmengine.evaluator import BaseMetric
+from mmengine.fileio import get_local_path
+from mmengine.logging import MMLogger
+from terminaltables import AsciiTable
+
+from codetr.registry import METRICS
+
+from .coco_format import label_to_cat_ids, preds_to_coco_json, unpack_prediction
+from .lvis_eval import LVISFederatedEval
+
+# Reported keys, in the order the log line prints them (MMDetection's LVISMetric names).
+REPORTED = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'APr', 'APc', 'APf')
+
+
+@METRICS.register_module()
+class LVISMetric(BaseMetric):
+    """LVIS v1 federated detection metric (see ``lvis_eval`` for the rules).
+
+    Args:
+        ann_file: LVIS v1 json of the evaluated split (``lvis_v1_val.json``).
+        metric: only ``'bbox'``.
+        classwise: also log per-category AP.
+        max_dets: detections kept per image over all categories (LVIS: 300).
+        format_only: only write ``<outfile_prefix>.bbox.json``.
+        outfile_prefix: where the result json goes; required with ``format_only``.
+
+    Only the images that reached ``process`` are evaluated, so a partial run scores the
+    images it saw rather than counting every other image as missed.
+    """
+
+    default_prefix = 'lvis'
+
+    def __init__(self, ann_file: str, metric: str | Sequence[str] = 'bbox',
+                 classwise: bool = False, max_dets: int = 300, format_only: bool = False,
+                 outfile_prefix: str | None = None, collect_device: str = 'cpu',
+                 prefix: str | None = None) -> None:
+        super().__init__(collect_device=collect_device, prefix=prefix)
+        metrics = [metric] if isinstance(metric, str) else list(metric)
+        if metrics != ['bbox']:
+            raise ValueError(f'metric={metric!r}: LVISMetric evaluates "bbox" only.')
+        if format_only and outfile_prefix is None:
+            raise ValueError('format_only=True writes <outfile_prefix>.bbox.json; set '
+                             'outfile_prefix.')
+        self.ann_file = ann_file
+        with get_local_path(ann_file) as local_path, open(local_path) as f:
+            self._gt = json.load(f)
+        self.classwise = classwise
+        self.max_dets = max_dets
+        self.format_only = format_only
+        self.outfile_prefix = outfile_prefix
+
+    def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
+        self.results.extend(unpack_prediction(sample) for sample in data_samples)
+
+    def compute_metrics(self, results: list) -> dict[str, float]:
+        logger = MMLogger.get_current_instance()
+        classes = self.dataset_meta['classes']
+        cat_ids = label_to_cat_ids(classes, self._gt['categories'], self.ann_file)
+        json_results = preds_to_coco_json(results, cat_ids)
+        if self.outfile_prefix is not None:
+            out_file = f'{self.outfile_prefix}.bbox.json'
+            with open(out_file, 'w') as f:
+                json.dump(json_results, f)
+            logger.info(f'Detections written to {osp.abspath(out_file)}')
+        if self.format_only:
+            return {}
+        lvis_eval = LVISFederatedEval(self._gt, json_results,
+                                      img_ids=[r['img_id'] for r in results],
+                                      max_dets=self.max_dets)
+        lvis_eval.evaluate()
+        stats = lvis_eval.summarize()
+        logger.info('LVIS bbox results:\n' + '\n'.join(f'  {k:>8}: {v:.3f}'
+                                                        for k, v in stats.items()))
+        logger.info('bbox_AP_copypaste: ' + ' '.join(f'{stats[k]:.3f}' for k in REPORTED))
+        if self.classwise:
+            logger.info('\n' + self._classwise_table(lvis_eval))
+        return {f'bbox_{k}': stats[k] for k in REPORTED}
+
+    def _classwise_table(self, lvis_eval: LVISFederatedEval) -> str:
+        """AP per category over IoU .50:.95, area all; three (name, AP) pairs per row."""
+        names = {cat['id']: cat['name'] for cat in self._gt['categories']}
+        cells = []
+        for k, cat_id in enumerate(lvis_eval.cat_ids):
+            valid = lvis_eval.precision[:, :, k, 0]
+            valid = valid[valid > -1]
+            cells += [names[cat_id], f'{valid.mean():.3f}' if valid.size else 'nan']
+        columns = 6
+        cells += [''] * (-len(cells) % columns)
+        rows = [list(row) for row in itertools.zip_longest(*[iter(cells)] * columns)]
+        table = AsciiTable([['category', 'AP'] * (columns // 2)] + rows)
+        return table.table
