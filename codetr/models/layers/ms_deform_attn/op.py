@@ -1,0 +1,146 @@
+"""``ms_deform_attn``: one entry point, several backends, chosen once per device type.
+
+Backends:
+    ``pytorch``  grid_sample reference; any device, any float dtype.
+    ``triton``   fused kernels with a hand-written backward (CUDA; CPU only under
+                 ``TRITON_INTERPRET=1``, for tests).
+    ``mmcv``     mmcv's compiled CUDA op, used only if a full mmcv with ``mmcv._ext`` is
+                 installed; never required.
+    ``auto``     CUDA tensors: triton if it imports and passes a smoke test, else mmcv,
+                 else pytorch. Other devices: pytorch. The environment variable
+                 ``CODETR_MSDA_BACKEND`` (one of the names above) replaces ``auto``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from .pytorch_backend import ms_deform_attn_pytorch
+
+BACKENDS = ('auto', 'pytorch', 'triton', 'mmcv')
+ENV_VAR = 'CODETR_MSDA_BACKEND'
+MSDAFn = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
+
+logger = logging.getLogger(__name__)
+_AUTO_CHOICE: dict[str, str] = {}  # device type -> backend name picked by 'auto'
+
+
+def _load_triton() -> MSDAFn:
+    from .triton_backend import ms_deform_attn_triton
+    return ms_deform_attn_triton
+
+
+def _load_mmcv() -> MSDAFn:
+    # Importing mmcv.ops fails without the compiled extension (mmcv-lite has none).
+    from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttnFunction
+
+    def ms_deform_attn_mmcv(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+                            sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
+        # The compiled op is fp32-only in most mmcv releases; compute there, cast back.
+        im2col_step = value.shape[0]  # one step per batch: the value of mmcv's default use
+        output = MultiScaleDeformableAttnFunction.apply(
+            value.float(), spatial_shapes, level_start_index, sampling_locations.float(),
+            attention_weights.float(), im2col_step)
+        return output.to(value.dtype)
+
+    return ms_deform_attn_mmcv
+
+
+def get_backend(name: str) -> MSDAFn:
+    """The implementation called ``name`` (not ``auto``); ImportError if unavailable."""
+    if name == 'pytorch':
+        return ms_deform_attn_pytorch
+    if name == 'triton':
+        return _load_triton()
+    if name == 'mmcv':
+        return _load_mmcv()
+    raise ValueError(f'Unknown ms_deform_attn backend {name!r}; choose one of {BACKENDS}.')
+
+
+def _smoke_test(fn: MSDAFn, device: torch.device) -> bool:
+    """Run ``fn`` forward and backward once on a tiny input and compare with pytorch."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = torch.tensor([[3, 4], [2, 2]], device=device)
+    starts = torch.tensor([0, 12], device=device)
+    value = torch.randn(1, 16, 2, 8, generator=gen).to(device).requires_grad_()
+    locs = torch.rand(1, 3, 2, 2, 2, 2, generator=gen).to(device)
+    weights = torch.rand(1, 3, 2, 2, 2, generator=gen).softmax(-1).to(device)
+    try:
+        out = fn(value, shapes, starts, locs, weights)
+        out.sum().backward()
+    except Exception as err:  # any failure (compiler, driver, missing ext) means "unusable"
+        logger.warning('ms_deform_attn backend failed its smoke test: %s', err)
+        return False
+    ref = ms_deform_attn_pytorch(value.detach(), shapes, starts, locs, weights)
+    return bool(torch.allclose(out.detach(), ref, atol=1e-4))
+
+
+def resolve_backend(device: torch.device) -> str:
+    """The backend ``auto`` uses on ``device``; decided once per device type, then cached."""
+    override = os.environ.get(ENV_VAR, '').strip().lower()
+    if override and override != 'auto':
+        if override not in BACKENDS:
+            raise ValueError(f'{ENV_VAR}={override!r} is not a backend; use one of {BACKENDS}.')
+        return override
+    if device.type in _AUTO_CHOICE:
+        return _AUTO_CHOICE[device.type]
+    choice = 'pytorch'
+    if device.type == 'cuda':
+        for name in ('triton', 'mmcv'):
+            try:
+                fn = get_backend(name)
+            except Exception:  # absent or broken install: try the next one
+                continue
+            if _smoke_test(fn, device):
+                choice = name
+                break
+    _AUTO_CHOICE[device.type] = choice
+    logger.info('ms_deform_attn: backend %r chosen for %s tensors', choice, device.type)
+    return choice
+
+
+def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+                   sampling_locations: Tensor, attention_weights: Tensor,
+                   backend: str = 'auto') -> Tensor:
+    """Multi-scale deformable attention (Deformable DETR, Zhu et al. 2021, eq. 3).
+
+    Args:
+        value: (B, S, H, D) per-head values; S = sum_l h_l * w_l, each level flattened
+            row-major and levels concatenated.
+        spatial_shapes: (L, 2) long, (h_l, w_l) of each level.
+        level_start_index: (L,) long, offset of each level inside S.
+        sampling_locations: (B, Q, H, L, P, 2) normalised xy; (0, 0) is the top-left corner
+            of the map and (1, 1) the bottom-right one; points outside read zeros.
+        attention_weights: (B, Q, H, L, P), already normalised over the L * P points.
+        backend: 'auto', 'pytorch', 'triton' or 'mmcv'.
+
+    Returns:
+        (B, Q, H * D) in ``value.dtype``.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f'Unknown ms_deform_attn backend {backend!r}; choose one of '
+                         f'{BACKENDS}.')
+    _check_shapes(value, spatial_shapes, sampling_locations, attention_weights)
+    if backend == 'auto':
+        backend = resolve_backend(value.device)
+    return get_backend(backend)(value, spatial_shapes, level_start_index, sampling_locations,
+                                attention_weights)
+
+
+def _check_shapes(value: Tensor, spatial_shapes: Tensor, sampling_locations: Tensor,
+                  attention_weights: Tensor) -> None:
+    """Raise with a readable message when the inputs do not fit together."""
+    if value.dim() != 4 or sampling_locations.dim() != 6:
+        raise ValueError(f'ms_deform_attn expects value (B, S, H, D) and sampling_locations '
+                         f'(B, Q, H, L, P, 2); got {tuple(value.shape)} and '
+                         f'{tuple(sampling_locations.shape)}.')
+    if tuple(attention_weights.shape) != tuple(sampling_locations.shape[:-1]):
+        raise ValueError(f'attention_weights {tuple(attention_weights.shape)} must equal '
+                         f'sampling_locations.shape[:-1] {tuple(sampling_locations.shape[:-1])}.')
+    if spatial_shapes.shape != (sampling_locations.shape[3], 2):
+        raise ValueError(f'spatial_shapes {tuple(spatial_shapes.shape)} must be (L, 2) with '
+                         f'L = {sampling_locations.shape[3]} levels.')
