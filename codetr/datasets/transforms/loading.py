@@ -1,0 +1,107 @@
+"""Loading transforms: read the image from disk and the boxes from a dataset's ``data_info``.
+
+The dataset hands every transform a ``results`` dict built from its ``data_info``::
+
+    dict(img_path=str, img_id=int, height=int, width=int,
+         instances=[dict(bbox=[x1, y1, x2, y2], bbox_label=int, ignore_flag=0 | 1), ...])
+"""
+from __future__ import annotations
+
+import mmcv
+import numpy as np
+from mmcv.transforms import BaseTransform
+from mmengine.fileio import get
+
+from codetr.registry import TRANSFORMS
+
+
+@TRANSFORMS.register_module()
+class LoadImageFromFile(BaseTransform):
+    """Read ``results['img_path']`` into ``img``: uint8 BGR ``(H, W, 3)`` (or float32).
+
+    Adds ``img``, ``img_shape`` and ``ori_shape`` (both ``(H, W)`` in pixels).
+
+    Args:
+        to_float32: convert the image to float32 (the model's preprocessor does that anyway).
+        color_type: ``'color'`` (3-channel BGR), ``'grayscale'`` or ``'unchanged'``.
+        imdecode_backend: image decoding backend of ``mmcv.imfrombytes``.
+        backend_args: file backend arguments of ``mmengine.fileio.get`` (local disk if None).
+        ignore_empty: return None (the dataset re-samples) instead of raising for a
+            missing file.
+    """
+
+    def __init__(self, to_float32: bool = False, color_type: str = 'color',
+                 imdecode_backend: str = 'cv2', backend_args: dict | None = None,
+                 ignore_empty: bool = False) -> None:
+        self.to_float32 = to_float32
+        self.color_type = color_type
+        self.imdecode_backend = imdecode_backend
+        self.backend_args = backend_args
+        self.ignore_empty = ignore_empty
+
+    def transform(self, results: dict) -> dict | None:
+        path = results['img_path']
+        try:
+            img_bytes = get(path, backend_args=self.backend_args)
+        except FileNotFoundError as err:
+            if self.ignore_empty:
+                return None
+            raise FileNotFoundError(
+                f'Image file {path!r} does not exist; check `data_root` and `data_prefix` '
+                f'in the dataset config.') from err
+        img = mmcv.imfrombytes(img_bytes, flag=self.color_type, backend=self.imdecode_backend)
+        if img is None:
+            raise ValueError(f'Image file {path!r} could not be decoded; is it an image?')
+        if self.to_float32:
+            img = img.astype(np.float32)
+        results['img'] = img
+        results['img_shape'] = img.shape[:2]
+        results['ori_shape'] = img.shape[:2]
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(to_float32={self.to_float32}, '
+                f'color_type={self.color_type!r}, imdecode_backend={self.imdecode_backend!r}, '
+                f'backend_args={self.backend_args}, ignore_empty={self.ignore_empty})')
+
+
+@TRANSFORMS.register_module()
+class LoadAnnotations(BaseTransform):
+    """Turn ``results['instances']`` into arrays.
+
+    Adds ``gt_bboxes`` float32 ``(N, 4)`` xyxy pixels, ``gt_ignore_flags`` bool ``(N,)``
+    (with boxes) and ``gt_bboxes_labels`` int64 ``(N,)`` (with labels). An image without
+    instances gets arrays of length 0, so later transforms need no special case.
+
+    Args:
+        with_bbox: load boxes and ignore flags.
+        with_label: load class indices.
+        with_mask: not supported (codetr trains boxes only); True raises.
+    """
+
+    def __init__(self, with_bbox: bool = True, with_label: bool = True,
+                 with_mask: bool = False) -> None:
+        if with_mask:
+            raise ValueError('LoadAnnotations(with_mask=True) is not supported: codetr trains '
+                             'box detectors only; drop `with_mask` from the pipeline config.')
+        self.with_bbox = with_bbox
+        self.with_label = with_label
+
+    def transform(self, results: dict) -> dict:
+        instances = results.get('instances', [])
+        if self.with_bbox:
+            boxes = [inst['bbox'] for inst in instances]
+            if any(len(box) != 4 for box in boxes):
+                raise ValueError(f'Every instance bbox of {results.get("img_path")!r} must be '
+                                 f'[x1, y1, x2, y2]; got {boxes}.')
+            results['gt_bboxes'] = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+            results['gt_ignore_flags'] = np.asarray(
+                [bool(inst.get('ignore_flag', 0)) for inst in instances], dtype=bool)
+        if self.with_label:
+            results['gt_bboxes_labels'] = np.asarray(
+                [inst['bbox_label'] for inst in instances], dtype=np.int64)
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(with_bbox={self.with_bbox}, '
+                f'with_label={self.with_label})')
