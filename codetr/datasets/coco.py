@@ -1,0 +1,248 @@
+"""COCO-format detection dataset: the loader every other annotation format builds on."""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mmengine import fileio
+from mmengine.dataset import BaseDataset
+from mmengine.logging import print_log
+from pycocotools.coco import COCO
+
+from codetr.registry import DATASETS
+
+from .class_names import COCO_CLASSES, make_palette
+from .validation import (
+    ValidationReport,
+    clip_box,
+    count_duplicates,
+    log_report,
+    match_classes,
+    missing_files_message,
+)
+
+_FILTER_KEYS = {'filter_empty_gt', 'min_size'}
+
+
+@DATASETS.register_module()
+class CocoDataset(BaseDataset):
+    """Boxes from a COCO json, one data_info per image.
+
+    Each entry of ``data_list`` (the contract transforms and metrics rely on)::
+
+        dict(img_path=str, img_id=int, height=int, width=int,
+             instances=[dict(bbox=[x1, y1, x2, y2],   # float pixels, clipped to the image
+                             bbox_label=int,          # index into metainfo['classes']
+                             ignore_flag=0 | 1)])     # 1 for iscrowd / ignore boxes
+
+    Labels follow ``metainfo['classes']`` (the 80 COCO classes by default): category ids of
+    the file are matched by NAME, so a file may order or number its categories freely. A
+    config class that is not in the file raises (see :func:`match_classes`). What loading
+    repaired or dropped is kept in ``self.validation_report`` and logged as one line.
+
+    Args:
+        ann_file: COCO json, relative to ``data_root`` unless absolute.
+        metainfo: ``dict(classes=(...), palette=[...])``; ``classes`` selects and orders the
+            classes to train. A palette of the wrong length is regenerated.
+        data_root: root joined to ``ann_file`` and ``data_prefix``.
+        data_prefix: ``dict(img='train2017/')``, the image folder.
+        filter_cfg: training only: ``dict(filter_empty_gt=True, min_size=32)`` drops images
+            without a non-ignored box and images whose shorter side (pixels) < min_size.
+        pipeline: transforms applied by ``__getitem__``.
+        test_mode: keep every image (no filtering).
+        backend_args: mmengine file backend arguments for the json and the images.
+        check_files: check at build time that every image exists (one stat per image);
+            otherwise a missing image raises when its index is loaded.
+        **kwargs: the other :class:`mmengine.dataset.BaseDataset` arguments
+            (``indices``, ``serialize_data``, ``lazy_init``, ``max_refetch``).
+    """
+
+    METAINFO: dict = dict(classes=COCO_CLASSES, palette=make_palette(len(COCO_CLASSES)))
+    # Classes read from the file (in category-id order) when METAINFO leaves them empty;
+    # a different count from the published file's is logged as a warning.
+    EXPECTED_NUM_CLASSES: int | None = None
+    # Datasets distributed in parts (Objects365) skip absent images instead of failing.
+    SKIP_MISSING_IMAGES: bool = False
+
+    def __init__(self, ann_file: str = '', metainfo: Mapping | None = None,
+                 data_root: str = '', data_prefix: dict | None = None,
+                 filter_cfg: dict | None = None, pipeline: Sequence = (),
+                 test_mode: bool = False, backend_args: dict | None = None,
+                 check_files: bool = False, **kwargs: Any) -> None:
+        if filter_cfg is not None and not set(filter_cfg) <= _FILTER_KEYS:
+            raise ValueError(f'filter_cfg keys {sorted(set(filter_cfg) - _FILTER_KEYS)} are '
+                             f'unknown; use {sorted(_FILTER_KEYS)}.')
+        self.backend_args = backend_args
+        self.check_files = check_files
+        self.validation_report = ValidationReport(ann_file=ann_file)
+        self.cat_ids: list[int] = []
+        self.cat2label: dict[int, int] = {}
+        super().__init__(ann_file=ann_file, metainfo=metainfo, data_root=data_root,
+                         data_prefix=dict(img='') if data_prefix is None else data_prefix,
+                         filter_cfg=filter_cfg, pipeline=list(pipeline),
+                         test_mode=test_mode, **kwargs)
+
+    @classmethod
+    def _load_metainfo(cls, metainfo: Mapping | None = None) -> dict:
+        info = super()._load_metainfo(metainfo)
+        if info.get('classes'):
+            info['classes'] = tuple(info['classes'])
+            if len(info.get('palette') or ()) != len(info['classes']):
+                info['palette'] = make_palette(len(info['classes']))
+        return info
+
+    def full_init(self) -> None:
+        """Load, validate, filter; then log the validation summary once."""
+        if self._fully_initialized:
+            return
+        super().full_init()
+        log_report(self.validation_report, type(self).__name__)
+
+    # ----------------------------------------------------------------- loading
+    def load_data_list(self) -> list[dict]:
+        """Parse the json into data_infos, checking it on the way (see the class doc)."""
+        report = ValidationReport(ann_file=str(self.ann_file))
+        raw = self._read_json()
+        classes = self._resolve_classes(raw['categories'])
+        self.cat2label = match_classes(classes, raw['categories'], str(self.ann_file))
+        self.cat_ids = list(self.cat2label)
+        images = self._unique_images(raw['images'], report)
+        anns = self._group_annotations(raw.get('annotations', []), images, raw['categories'],
+                                       report)
+        data_list = [self._parse_image(img, anns.get(img_id, []), report)
+                     for img_id, img in images.items()]
+        data_list = self._drop_missing_images(data_list, report)
+        self.validation_report = report
+        return data_list
+
+    def _read_json(self) -> dict:
+        if not self.ann_file or not fileio.exists(self.ann_file, backend_args=self.backend_args):
+            raise FileNotFoundError(f'annotation file {self.ann_file!r} not found; check '
+                                    f'ann_file and data_root in the dataset config.')
+        with fileio.get_local_path(self.ann_file, backend_args=self.backend_args) as path:
+            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+                raw = COCO(path).dataset
+        for key in ('images', 'categories'):
+            if key not in raw:
+                raise ValueError(f'{self.ann_file} has no {key!r} list; is it a COCO json?')
+        return raw
+
+    def _resolve_classes(self, categories: list[dict]) -> tuple[str, ...]:
+        """The config's classes, or the file's names in category-id order if none are set."""
+        classes = self._metainfo.get('classes')
+        if classes:
+            return tuple(classes)
+        classes = tuple(c['name'] for c in sorted(categories, key=lambda c: c['id']))
+        self._metainfo.update(classes=classes, palette=make_palette(len(classes)))
+        expected = self.EXPECTED_NUM_CLASSES
+        if expected is not None and len(classes) != expected:
+            print_log(f'{self.ann_file} has {len(classes)} categories; the published '
+                      f'{type(self).__name__} file has {expected}.', logger='current',
+                      level=logging.WARNING)
+        return classes
+
+    @staticmethod
+    def _unique_images(images: list[dict], report: ValidationReport) -> dict[int, dict]:
+        report.duplicate_image_ids = count_duplicates(img['id'] for img in images)
+        unique: dict[int, dict] = {}
+        for img in images:
+            unique.setdefault(img['id'], img)  # the first record of a repeated id wins
+        report.images = len(unique)
+        return unique
+
+    def _group_annotations(self, anns: list[dict], images: dict[int, dict],
+                           categories: list[dict],
+                           report: ValidationReport) -> dict[int, list[dict]]:
+        """Annotations of the selected classes per image id; the others are counted."""
+        known_cats = {c['id'] for c in categories}
+        report.annotations = len(anns)
+        report.duplicate_ann_ids = count_duplicates(a['id'] for a in anns if 'id' in a)
+        grouped: dict[int, list[dict]] = defaultdict(list)
+        annotated: set[int] = set()
+        for ann in anns:
+            if ann.get('image_id') not in images:
+                report.unknown_image_anns += 1
+                continue
+            annotated.add(ann['image_id'])
+            if ann.get('category_id') not in known_cats:
+                report.unknown_category_anns += 1
+            elif ann['category_id'] not in self.cat2label:
+                report.unselected_class_anns += 1
+            else:
+                grouped[ann['image_id']].append(ann)
+        report.images_without_anns = len(images) - len(annotated)
+        return grouped
+
+    def _parse_image(self, img: dict, anns: list[dict], report: ValidationReport) -> dict:
+        """One data_info (see the class doc) from an image record and its annotations."""
+        width, height = img.get('width'), img.get('height')
+        if not all(isinstance(v, (int, float)) and v > 0 for v in (width, height)):
+            raise ValueError(f'image id {img["id"]} in {self.ann_file} needs positive '
+                             f'"width" and "height" (pixels); got {width!r}, {height!r}.')
+        width, height = int(width), int(height)
+        instances = []
+        for ann in anns:
+            bbox = clip_box(ann, width, height, report, str(self.ann_file))
+            if bbox is None:
+                continue
+            ignore = bool(ann.get('iscrowd', 0)) or bool(ann.get('ignore', False))
+            instances.append(dict(bbox=bbox, bbox_label=self.cat2label[ann['category_id']],
+                                  ignore_flag=int(ignore)))
+        return dict(img_path=fileio.join_path(self.data_prefix['img'], self.image_file(img)),
+                    img_id=img['id'], height=height, width=width,
+                    instances=instances, **self.extra_image_fields(img))
+
+    def image_file(self, img: dict) -> str:
+        """Path of an image under ``data_prefix['img']``: COCO's ``file_name``."""
+        return img['file_name']
+
+    def extra_image_fields(self, img: dict) -> dict:
+        """Fields a subclass adds to each data_info (LVIS: its evaluation ids)."""
+        return {}
+
+    def _drop_missing_images(self, data_list: list[dict],
+                             report: ValidationReport) -> list[dict]:
+        if not (self.check_files or self.SKIP_MISSING_IMAGES):
+            return data_list
+        present = [fileio.exists(d['img_path'], backend_args=self.backend_args)
+                   for d in data_list]
+        missing = [d['img_path'] for d, ok in zip(data_list, present) if not ok]
+        # Skipping everything would leave an empty dataset: surely a wrong data_root.
+        if missing and (not self.SKIP_MISSING_IMAGES or len(missing) == len(data_list)):
+            raise FileNotFoundError(missing_files_message(missing, str(self.ann_file)))
+        report.missing_images = len(missing)
+        return [d for d, ok in zip(data_list, present) if ok]
+
+    # --------------------------------------------------------------- filtering
+    def filter_data(self) -> list[dict]:
+        """Apply ``filter_cfg`` when training; counts go to ``validation_report``."""
+        if self.test_mode or not self.filter_cfg:
+            return self.data_list
+        filter_empty = self.filter_cfg.get('filter_empty_gt', False)
+        min_size = self.filter_cfg.get('min_size', 0)
+        kept = [d for d in self.data_list
+                if min(d['width'], d['height']) >= min_size
+                and not (filter_empty and all(i['ignore_flag'] for i in d['instances']))]
+        self.validation_report.filtered_images = len(self.data_list) - len(kept)
+        return kept
+
+    # ------------------------------------------------------------------ access
+    def get_cat_ids(self, idx: int) -> list[int]:
+        """Labels (indices into ``classes``) of the boxes of image ``idx``."""
+        return [inst['bbox_label'] for inst in self.get_data_info(idx)['instances']]
+
+    def prepare_data(self, idx: int) -> Any:
+        """Run the pipeline on image ``idx``; a missing image raises, naming it and idx."""
+        data_info = self.get_data_info(idx)
+        checked = self.check_files or self.SKIP_MISSING_IMAGES
+        if not checked and not fileio.exists(data_info['img_path'],
+                                             backend_args=self.backend_args):
+            raise FileNotFoundError(
+                f'image {data_info["img_path"]!r} (dataset index {idx}, image id '
+                f'{data_info["img_id"]}) not found; check data_root and data_prefix, or set '
+                f'check_files=True to list every missing image when the dataset is built.')
+        return self.pipeline(data_info)
