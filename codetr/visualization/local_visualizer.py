@@ -1,0 +1,99 @@
+"""``DetLocalVisualizer``: ground truth and predictions drawn side by side on an image."""
+from __future__ import annotations
+
+import os
+import os.path as osp
+
+import cv2
+import numpy as np
+import torch
+from mmengine.visualization import Visualizer
+
+from codetr.registry import VISUALIZERS
+from codetr.structures import DetDataSample, bbox_flip
+
+from .draw import draw_boxes
+
+
+def gt_boxes_on_image(sample: DetDataSample, image_shape: tuple[int, ...]) -> torch.Tensor:
+    """GT boxes ``(N, 4)`` xyxy in the pixels of the image being drawn on.
+
+    ``gt_instances`` live in network-input pixels (after flip and resize); hooks draw on
+    the original image, so when the image has ``ori_shape`` the boxes are mapped back.
+    """
+    boxes = sample.gt_instances.bboxes
+    boxes = boxes if isinstance(boxes, torch.Tensor) else torch.as_tensor(boxes)
+    meta = sample.metainfo
+    if 'ori_shape' not in meta or tuple(image_shape[:2]) != tuple(meta['ori_shape'][:2]):
+        return boxes
+    if meta.get('flip') and 'img_shape' in meta:
+        boxes = bbox_flip(boxes, meta['img_shape'], meta.get('flip_direction', 'horizontal'))
+    if 'scale_factor' in meta:  # (w_scale, h_scale), MMDetection's order
+        sx, sy = meta['scale_factor'][:2]
+        boxes = boxes / boxes.new_tensor([sx, sy, sx, sy])
+    return boxes
+
+
+@VISUALIZERS.register_module()
+class DetLocalVisualizer(Visualizer):
+    """Draws GT (left) and predictions above a score threshold (right) with class names.
+
+    Images follow mmengine's convention: ``(H, W, 3)`` uint8 **RGB**. Class names come
+    from ``dataset_meta['classes']``, which the Runner's loops set from the dataset.
+    """
+
+    def __init__(self, name: str = 'visualizer', image: np.ndarray | None = None,
+                 vis_backends: list | dict | None = None, save_dir: str | None = None,
+                 line_width: int = 2) -> None:
+        super().__init__(name=name, image=image, vis_backends=vis_backends, save_dir=save_dir)
+        self.line_width = line_width
+
+    def _classes(self) -> list[str]:
+        meta = self.dataset_meta or {}
+        if 'classes' not in meta:
+            raise KeyError('DetLocalVisualizer.dataset_meta has no "classes"; set it to the '
+                           'dataset\'s metainfo before drawing.')
+        return list(meta['classes'])
+
+    def draw_sample(self, image: np.ndarray, data_sample: DetDataSample | None,
+                    draw_gt: bool = True, draw_pred: bool = True,
+                    pred_score_thr: float = 0.3) -> np.ndarray:
+        """The RGB image with GT and/or predictions drawn, concatenated left to right."""
+        classes = self._classes()
+        bgr = np.ascontiguousarray(image[..., ::-1])
+        panels = []
+        if draw_gt and data_sample is not None and 'gt_instances' in data_sample:
+            boxes = gt_boxes_on_image(data_sample, image.shape)
+            panels.append(draw_boxes(bgr, boxes, data_sample.gt_instances.labels, classes,
+                                     thickness=self.line_width))
+        if draw_pred and data_sample is not None and 'pred_instances' in data_sample:
+            pred = data_sample.pred_instances
+            keep = pred.scores > pred_score_thr
+            panels.append(draw_boxes(bgr, pred.bboxes[keep], pred.labels[keep], classes,
+                                     scores=pred.scores[keep], thickness=self.line_width))
+        drawn = np.concatenate(panels, axis=1) if panels else bgr
+        return np.ascontiguousarray(drawn[..., ::-1])
+
+    def add_datasample(self, name: str, image: np.ndarray,
+                       data_sample: DetDataSample | None = None, draw_gt: bool = True,
+                       draw_pred: bool = True, show: bool = False, wait_time: float = 0,
+                       out_file: str | None = None, pred_score_thr: float = 0.3,
+                       step: int = 0) -> None:
+        """Draw a sample; write it to ``out_file`` (PNG/JPEG by suffix), else to the backends.
+
+        Args:
+            name: image name for the vis backends.
+            image: ``(H, W, 3)`` uint8 RGB.
+            data_sample: a ``DetDataSample`` with ``gt_instances`` and/or ``pred_instances``.
+            pred_score_thr: predictions scoring at or below this are not drawn.
+        """
+        drawn = self.draw_sample(image, data_sample, draw_gt, draw_pred, pred_score_thr)
+        self.set_image(drawn)
+        if show:
+            self.show(drawn, win_name=name, wait_time=wait_time)
+        if out_file is not None:
+            os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
+            if not cv2.imwrite(out_file, drawn[..., ::-1]):
+                raise OSError(f'Could not write {out_file}; check the directory and suffix.')
+        else:
+            self.add_image(name, drawn, step)

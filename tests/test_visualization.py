@@ -1,0 +1,95 @@
+"""Box drawing, the visualizer's layout and the visualization hook's files."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from mmengine.structures import InstanceData
+
+from codetr.registry import HOOKS, VISUALIZERS
+from codetr.structures import DetDataSample
+from codetr.visualization import class_color, draw_boxes, gt_boxes_on_image
+
+CLASSES = ('a', 'b', 'c')
+
+
+def test_class_colors_are_stable_and_distinct():
+    colors = [class_color(i) for i in range(10)]
+    assert len(set(colors)) == 10
+    assert class_color(3) == colors[3]
+    assert all(0 <= c <= 255 for color in colors for c in color)
+
+
+def test_draw_boxes_draws_class_color_on_the_border_only():
+    img = np.zeros((64, 64, 3), np.uint8)
+    out = draw_boxes(img, torch.tensor([[10., 30., 40., 60.]]), torch.tensor([1]), CLASSES,
+                     thickness=1)
+    assert img.sum() == 0  # the input is left unchanged
+    color = np.array(class_color(1))
+    for x, y in [(10, 45), (40, 45), (25, 60)]:  # left, right and bottom edges
+        assert (out[y, x] == color).all(), (x, y)
+    assert (out[45, 25] == 0).all()  # inside the box
+    assert (out[5, 60] == 0).all()  # away from box and caption
+
+
+def test_draw_boxes_rejects_unknown_label():
+    with pytest.raises(ValueError, match='no name'):
+        draw_boxes(np.zeros((8, 8, 3), np.uint8), [[0, 0, 4, 4]], [3], CLASSES)
+
+
+def _sample(img_shape=(64, 64), **meta) -> DetDataSample:
+    sample = DetDataSample(metainfo=dict(img_shape=img_shape, ori_shape=img_shape, **meta))
+    sample.gt_instances = InstanceData(bboxes=torch.tensor([[8., 8., 30., 30.]]),
+                                       labels=torch.tensor([0]))
+    sample.pred_instances = InstanceData(
+        bboxes=torch.tensor([[34., 34., 60., 60.], [2., 40., 20., 60.]]),
+        scores=torch.tensor([0.9, 0.1]), labels=torch.tensor([2, 1]))
+    return sample
+
+
+def test_gt_boxes_mapped_back_to_the_original_image():
+    sample = _sample(img_shape=(40, 60), flip=True, flip_direction='horizontal',
+                     scale_factor=(2.0, 2.0))
+    sample.set_metainfo(dict(ori_shape=(20, 30)))
+    # Unflip in the 60-px-wide input: x 8..30 -> 30..52, then halve.
+    boxes = gt_boxes_on_image(sample, (20, 30, 3))
+    assert boxes.tolist() == [[15.0, 4.0, 26.0, 15.0]]
+    # Drawing on the network input itself leaves them alone.
+    assert gt_boxes_on_image(sample, (40, 60, 3)).tolist() == [[8., 8., 30., 30.]]
+
+
+def test_visualizer_writes_gt_and_pred_panels(tmp_path):
+    vis = VISUALIZERS.build(dict(type='DetLocalVisualizer', name='test_vis_panels',
+                                 line_width=1))
+    vis.dataset_meta = dict(classes=CLASSES)
+    out = tmp_path / 'x.png'
+    vis.add_datasample('x', np.zeros((64, 64, 3), np.uint8), _sample(), out_file=str(out),
+                       pred_score_thr=0.3)
+    drawn = cv2.imread(str(out))
+    assert drawn.shape == (64, 128, 3)  # GT panel | prediction panel
+    assert (drawn[20, 8] == class_color(0)).all()  # GT box, left panel
+    assert (drawn[20, 64 + 8] == 0).all()  # GT not on the prediction panel
+    assert (drawn[50, 64 + 60] == class_color(2)).all()  # prediction with score .9
+    assert (drawn[50, 64 + 20] == 0).all()  # the .1 prediction is below the threshold
+
+
+def test_hook_writes_one_png_per_test_image(tmp_path):
+    vis = VISUALIZERS.build(dict(type='DetLocalVisualizer', name='test_vis_hook'))
+    vis.dataset_meta = dict(classes=CLASSES)
+    img_path = tmp_path / 'img_7.jpg'
+    cv2.imwrite(str(img_path), np.full((64, 64, 3), 128, np.uint8))
+    hook = HOOKS.build(dict(type='DetVisualizationHook', draw=True, test_out_dir='show'))
+    runner = SimpleNamespace(work_dir=str(tmp_path), timestamp='20250101_000000', iter=0)
+    hook.before_test_epoch(runner)
+    sample = _sample(img_path=str(img_path))
+    hook.after_test_iter(runner, 0, {}, [sample])
+    out = tmp_path / '20250101_000000' / 'show' / 'img_7.png'
+    assert out.is_file()
+    assert cv2.imread(str(out)).shape == (64, 128, 3)
+    silent = HOOKS.build(dict(type='DetVisualizationHook', draw=False, test_out_dir='quiet'))
+    silent.before_test_epoch(runner)
+    silent.after_test_iter(runner, 0, {}, [sample])
+    assert not (tmp_path / '20250101_000000' / 'quiet').exists()
