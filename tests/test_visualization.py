@@ -11,7 +11,7 @@ from mmengine.structures import InstanceData
 
 from codetr.registry import HOOKS, VISUALIZERS
 from codetr.structures import DetDataSample
-from codetr.visualization import class_color, draw_boxes, gt_boxes_on_image
+from codetr.visualization import class_color, draw_boxes
 
 CLASSES = ('a', 'b', 'c')
 
@@ -48,17 +48,6 @@ def _sample(img_shape=(64, 64), **meta) -> DetDataSample:
         bboxes=torch.tensor([[34., 34., 60., 60.], [2., 40., 20., 60.]]),
         scores=torch.tensor([0.9, 0.1]), labels=torch.tensor([2, 1]))
     return sample
-
-
-def test_gt_boxes_mapped_back_to_the_original_image():
-    sample = _sample(img_shape=(40, 60), flip=True, flip_direction='horizontal',
-                     scale_factor=(2.0, 2.0))
-    sample.set_metainfo(dict(ori_shape=(20, 30)))
-    # Unflip in the 60-px-wide input: x 8..30 -> 30..52, then halve.
-    boxes = gt_boxes_on_image(sample, (20, 30, 3))
-    assert boxes.tolist() == [[15.0, 4.0, 26.0, 15.0]]
-    # Drawing on the network input itself leaves them alone.
-    assert gt_boxes_on_image(sample, (40, 60, 3)).tolist() == [[8., 8., 30., 30.]]
 
 
 def test_visualizer_writes_gt_and_pred_panels(tmp_path):

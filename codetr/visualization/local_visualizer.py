@@ -6,32 +6,12 @@ import os.path as osp
 
 import cv2
 import numpy as np
-import torch
 from mmengine.visualization import Visualizer
 
 from codetr.registry import VISUALIZERS
-from codetr.structures import DetDataSample, bbox_flip
+from codetr.structures import DetDataSample
 
 from .draw import draw_boxes
-
-
-def gt_boxes_on_image(sample: DetDataSample, image_shape: tuple[int, ...]) -> torch.Tensor:
-    """GT boxes ``(N, 4)`` xyxy in the pixels of the image being drawn on.
-
-    ``gt_instances`` live in network-input pixels (after flip and resize); hooks draw on
-    the original image, so when the image has ``ori_shape`` the boxes are mapped back.
-    """
-    boxes = sample.gt_instances.bboxes
-    boxes = boxes if isinstance(boxes, torch.Tensor) else torch.as_tensor(boxes)
-    meta = sample.metainfo
-    if 'ori_shape' not in meta or tuple(image_shape[:2]) != tuple(meta['ori_shape'][:2]):
-        return boxes
-    if meta.get('flip') and 'img_shape' in meta:
-        boxes = bbox_flip(boxes, meta['img_shape'], meta.get('flip_direction', 'horizontal'))
-    if 'scale_factor' in meta:  # (w_scale, h_scale), MMDetection's order
-        sx, sy = meta['scale_factor'][:2]
-        boxes = boxes / boxes.new_tensor([sx, sy, sx, sy])
-    return boxes
 
 
 @VISUALIZERS.register_module()
@@ -40,6 +20,8 @@ class DetLocalVisualizer(Visualizer):
 
     Images follow mmengine's convention: ``(H, W, 3)`` uint8 **RGB**. Class names come
     from ``dataset_meta['classes']``, which the Runner's loops set from the dataset.
+    Boxes are drawn as they are: predictions are in original pixels, and so are the GT
+    boxes of the shipped val/test pipelines, which load annotations after ``Resize``.
     """
 
     def __init__(self, name: str = 'visualizer', image: np.ndarray | None = None,
@@ -63,8 +45,8 @@ class DetLocalVisualizer(Visualizer):
         bgr = np.ascontiguousarray(image[..., ::-1])
         panels = []
         if draw_gt and data_sample is not None and 'gt_instances' in data_sample:
-            boxes = gt_boxes_on_image(data_sample, image.shape)
-            panels.append(draw_boxes(bgr, boxes, data_sample.gt_instances.labels, classes,
+            gt = data_sample.gt_instances
+            panels.append(draw_boxes(bgr, gt.bboxes, gt.labels, classes,
                                      thickness=self.line_width))
         if draw_pred and data_sample is not None and 'pred_instances' in data_sample:
             pred = data_sample.pred_instances
