@@ -1,0 +1,21 @@
+"""Training machinery: the Runner, hooks, checkpoint safety and CPU-capable distribution.
+
+Importing this package allow-lists the objects mmengine checkpoints contain for
+``torch.load(weights_only=True)`` (see :mod:`codetr.engine.checkpoint`).
+"""
+from .checkpoint import (
+                         SAFE_GLOBALS,
+                         CheckpointError,
+                         allow_mmengine_checkpoint_types,
+                         atomic_save,
+                         load_checkpoint,
+)
+from .distributed import CPUDistributedDataParallel, adapt_cfg_to_device
+from .hooks import AtomicCheckpointHook, NonFiniteLossHook
+from .runner import CodetrRunner
+
+allow_mmengine_checkpoint_types()
+
+__all__ = ['SAFE_GLOBALS', 'AtomicCheckpointHook', 'CPUDistributedDataParallel',
+           'CheckpointError', 'CodetrRunner', 'NonFiniteLossHook', 'adapt_cfg_to_device',
+           'allow_mmengine_checkpoint_types', 'atomic_save', 'load_checkpoint']
