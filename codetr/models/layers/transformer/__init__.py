@@ -1,0 +1,31 @@
+"""Transformer blocks of the DETR one-to-one branch: encoder, decoders, layers, helpers."""
+from .attention import MultiheadAttention
+from .deformable_decoder import DeformableDetrTransformerDecoder
+from .dino_decoder import DinoTransformerDecoder
+from .encoder import DeformableDetrTransformerEncoder
+from .ffn import FFN
+from .layers import (
+    DeformableDetrTransformerDecoderLayer,
+    DeformableDetrTransformerEncoderLayer,
+    init_detr_weights,
+)
+from .utils import (
+    coordinate_to_encoding,
+    gen_encoder_output_proposals,
+    get_reference_points,
+    get_valid_ratio,
+    inverse_sigmoid,
+    lift_points_to_boxes,
+    refine_reference_points,
+    scale_by_valid_ratios,
+    stack_decoder_outputs,
+)
+
+__all__ = [
+    'FFN', 'DeformableDetrTransformerDecoder', 'DeformableDetrTransformerDecoderLayer',
+    'DeformableDetrTransformerEncoder', 'DeformableDetrTransformerEncoderLayer',
+    'DinoTransformerDecoder', 'MultiheadAttention', 'coordinate_to_encoding',
+    'gen_encoder_output_proposals', 'get_reference_points', 'get_valid_ratio',
+    'init_detr_weights', 'inverse_sigmoid', 'lift_points_to_boxes', 'refine_reference_points',
+    'scale_by_valid_ratios', 'stack_decoder_outputs'
+]

@@ -1,0 +1,39 @@
+"""Position-wise feed-forward block of the transformer layers."""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from codetr.registry import MODELS
+
+
+@MODELS.register_module()
+class FFN(nn.Module):
+    """``x + Linear(ReLU(Linear(x)))`` with dropout, laid out as MMDetection's FFN.
+
+    Parameters are named ``layers.0.0`` (C -> F) and ``layers.1`` (F -> C) so official
+    checkpoints load by name.
+
+    Args:
+        embed_dims: channels C.
+        feedforward_channels: hidden width F.
+        ffn_drop: dropout after the activation and after the second linear.
+        add_identity: add the residual (False returns the bare MLP output).
+    """
+
+    def __init__(self, embed_dims: int = 256, feedforward_channels: int = 1024,
+                 ffn_drop: float = 0.0, add_identity: bool = True) -> None:
+        super().__init__()
+        self.embed_dims = embed_dims
+        self.add_identity = add_identity
+        self.layers = nn.Sequential(
+            nn.Sequential(nn.Linear(embed_dims, feedforward_channels), nn.ReLU(inplace=True),
+                          nn.Dropout(ffn_drop)),
+            nn.Linear(feedforward_channels, embed_dims),
+            nn.Dropout(ffn_drop))
+
+    def forward(self, x: Tensor, identity: Tensor | None = None) -> Tensor:
+        """(..., C) -> (..., C); ``identity`` defaults to ``x``."""
+        out = self.layers(x)
+        if not self.add_identity:
+            return out
+        return (x if identity is None else identity) + out
