@@ -113,19 +113,29 @@ def render_image(rng: np.random.Generator, height: int, width: int,
                         s['radius'], s['angle'], s['aspect']) for s in specs]
     for spec, mask in zip(specs, masks):
         image[mask] = spec['color']
-    objects: list[dict] = []
-    covered = np.zeros((height, width), bool)  # union of the shapes drawn later
-    for spec, mask in zip(reversed(specs), reversed(masks)):
-        area = int(mask.sum())
-        hidden = int((mask & covered).sum())
-        covered |= mask
-        if area == 0 or hidden > MAX_HIDDEN_FRACTION * area:
-            continue
-        ys, xs = np.nonzero(mask)
+    objects = []
+    for i in visible_objects(masks):
+        ys, xs = np.nonzero(masks[i])
         x1, y1 = int(xs.min()), int(ys.min())
-        objects.append(dict(label=spec['label'], area=area,
+        objects.append(dict(label=specs[i]['label'], area=int(masks[i].sum()),
                             bbox=[x1, y1, int(xs.max()) + 1 - x1, int(ys.max()) + 1 - y1]))
-    return image, objects[::-1]
+    return image, objects
+
+
+def visible_objects(masks: list[np.ndarray]) -> list[int]:
+    """Indices (in drawing order) of the non-empty (H, W) masks that later masks hide by at
+    most MAX_HIDDEN_FRACTION of their pixels."""
+    if not masks:
+        return []
+    kept = []
+    covered = np.zeros(masks[0].shape, bool)  # union of the shapes drawn later
+    for i in range(len(masks) - 1, -1, -1):
+        area = int(masks[i].sum())
+        hidden = int((masks[i] & covered).sum())
+        covered |= masks[i]
+        if area > 0 and hidden <= MAX_HIDDEN_FRACTION * area:
+            kept.append(i)
+    return kept[::-1]
 
 
 def _write_split(out_dir: Path, split: str, split_index: int, num_images: int, seed: int,
