@@ -143,3 +143,16 @@ def test_batch_cost_leaves_the_device_once(monkeypatch):
     monkeypatch.setattr(torch.Tensor, 'cpu', counting_cpu)
     build_assigner().assign_batch(preds, gts, metas)
     assert calls == [(3, 12, 7)]  # one (B, Q, sum G) copy, not one per image or per cost
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_half_precision_predictions_match_like_float32(dtype):
+    # the scene's margins (about 3 cost units) are far above half-precision rounding
+    preds, gts = scene()
+    half = InstanceData(scores=preds.scores.to(dtype), bboxes=preds.bboxes.to(dtype))
+    result = build_assigner().assign(half, gts, IMG_META)
+    assert result.gt_inds.tolist() == [2, 1, 0]
+    # a 1000 x 1000 px image: areas of 1e6 px overflow float16 unless costs run in float32
+    big = InstanceData(bboxes=gts.bboxes * 5, labels=gts.labels)
+    assert build_assigner().assign(half, big, dict(img_shape=(500, 1000))).gt_inds.tolist() == \
+        [2, 1, 0]

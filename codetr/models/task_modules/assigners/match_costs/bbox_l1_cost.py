@@ -39,6 +39,6 @@ class BBoxL1Cost(BaseMatchCost):
             gt = bbox_xyxy_to_cxcywh(gt)
         else:
             pred = bbox_cxcywh_to_xyxy(pred)
-        gt = gt.to(pred.dtype)
-        batch = pred.size(0)
-        return torch.cdist(pred, gt.expand(batch, -1, -1), p=1)  # (B, Q, G)
+        # float32: half-precision cdist is missing on some devices and coarse for matching
+        pred, gt = pred.float(), gt.float()
+        return torch.cdist(pred, gt.expand(pred.size(0), -1, -1), p=1)  # (B, Q, G)

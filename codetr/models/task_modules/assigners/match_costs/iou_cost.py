@@ -35,6 +35,7 @@ class IoUCost(BaseMatchCost):
         name = type(self).__name__
         pred = inputs.require('pred_bboxes', name)  # (B, Q, 4) cxcywh in [0, 1]
         factors = inputs.require('img_factors', name)[:, None, :]  # (B, 1, 4)
-        pred = bbox_cxcywh_to_xyxy(pred) * factors
-        gt = inputs.require('gt_bboxes', name).to(pred.dtype)  # (G, 4)
+        # float32: pixel areas overflow float16 (max 65504)
+        pred = bbox_cxcywh_to_xyxy(pred.float()) * factors
+        gt = inputs.require('gt_bboxes', name).float()  # (G, 4)
         return -bbox_overlaps(pred, gt, mode=self.iou_mode)  # (B, Q, G)
