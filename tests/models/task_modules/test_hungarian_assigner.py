@@ -75,6 +75,16 @@ def test_non_finite_cost_names_the_cost():
         build_assigner().assign(preds, gts, IMG_META)
 
 
+def test_default_costs_are_co_dino_and_single_costs_are_accepted():
+    costs = TASK_UTILS.build(dict(type='HungarianAssigner')).match_costs
+    assert [(type(c).__name__, c.weight) for c in costs] == [
+        ('FocalLossCost', 2.0), ('BBoxL1Cost', 5.0), ('IoUCost', 2.0)]
+    assert costs[1].box_format == 'xywh' and costs[2].iou_mode == 'giou'
+    single = build_assigner(dict(type='ClassificationCost'))
+    assert len(single.match_costs) == 1
+    assert len(build_assigner(FixedCost([[0.0]])).match_costs) == 1
+
+
 def test_bad_config_raises():
     with pytest.raises(ValueError, match='at least one'):
         build_assigner([])

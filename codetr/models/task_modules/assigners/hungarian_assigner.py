@@ -16,6 +16,11 @@ from .match_costs import BaseMatchCost, MatchInputs
 
 CostConfig = dict | BaseMatchCost
 
+# Co-DINO's official matcher (Co-DETR configs, train_cfg.assigner): focal 2, L1 5, GIoU 2
+CO_DINO_MATCH_COSTS = (dict(type='FocalLossCost', weight=2.0),
+                       dict(type='BBoxL1Cost', weight=5.0, box_format='xywh'),
+                       dict(type='IoUCost', iou_mode='giou', weight=2.0))
+
 
 @TASK_UTILS.register_module()
 class HungarianAssigner:
@@ -24,13 +29,15 @@ class HungarianAssigner:
     Queries left without a GT are background (``gt_inds = 0``, ``labels = -1``).
 
     Args:
-        match_costs: one cost or a list of costs (configs or built objects), summed. Co-DINO's
-            official matcher is ``[FocalLossCost(weight=2.0), BBoxL1Cost(weight=5.0,
-            box_format='xywh'), IoUCost(iou_mode='giou', weight=2.0)]``.
+        match_costs: one cost or a list of costs (configs, built costs, or plain callables
+            ``(pred_instances, gt_instances, img_meta) -> (Q, G)``), summed. Defaults to
+            Co-DINO's :data:`CO_DINO_MATCH_COSTS`.
     """
 
-    def __init__(self, match_costs: CostConfig | Sequence[CostConfig]) -> None:
-        if isinstance(match_costs, (dict, BaseMatchCost)):
+    def __init__(self, match_costs: CostConfig | Sequence[CostConfig] | None = None) -> None:
+        if match_costs is None:
+            match_costs = [dict(c) for c in CO_DINO_MATCH_COSTS]
+        if isinstance(match_costs, dict) or callable(match_costs):
             match_costs = [match_costs]
         if len(match_costs) == 0:
             raise ValueError('HungarianAssigner needs at least one match cost in match_costs')
