@@ -411,3 +411,18 @@ def test_state_dicts_match_the_official_co_dino_r50(shared_dir):
         ours = {k: tuple(v.shape) for k, v in module.state_dict().items()}
         assert len(official) > 0
         assert ours == official
+
+
+def test_the_ports_tiny_co_dino_weights_load_strictly(shared_dir):
+    """The parity fixture's 2-layer encoder and decoder load by name, nothing left over."""
+    weights = torch.load(shared_dir / 'fixtures' / 'co_dino_tiny_mmdet3' / 'weights_mmdet3.pth',
+                         weights_only=True)
+    enc_cfg = _layer_cfg(False, dims=256, heads=8, levels=5, points=4, ffn=2048)
+    dec_cfg = _layer_cfg(True, dims=256, heads=8, levels=5, points=4, ffn=2048)
+    for module, prefix in ((DeformableDetrTransformerEncoder(2, enc_cfg), 'encoder.'),
+                           (DinoTransformerDecoder(2, dec_cfg), 'decoder.')):
+        prefix = 'query_head.transformer.' + prefix
+        part = {k[len(prefix):]: v.float() for k, v in weights.items() if k.startswith(prefix)}
+        module.load_state_dict(part, strict=True)
+        name, value = next(iter(part.items()))
+        torch.testing.assert_close(module.state_dict()[name], value)
