@@ -135,10 +135,11 @@ def test_format_only_writes_xywh_json(two_box_ann, tmp_path):
     assert entries == [dict(image_id=1, bbox=[1.0, 2.0, 10.0, 20.0], score=0.5, category_id=2)]
 
 
-def test_gt_from_instances_without_ann_file():
+@pytest.mark.parametrize('backend', ['pycocotools', 'faster_coco_eval'])
+def test_gt_from_instances_without_ann_file(backend):
     instances = [dict(bbox=[0, 0, 10, 10], bbox_label=1, ignore_flag=0),
                  dict(bbox=[50, 50, 90, 90], bbox_label=0, ignore_flag=1)]  # crowd: ignored
-    metric = METRICS.build(dict(type='CocoMetric'))
+    metric = METRICS.build(dict(type='CocoMetric', backend=backend))
     res = run(metric, [sample(1, [[0, 0, 10, 10], [50, 50, 90, 90]], [0.9, 0.95], [1, 0],
                               instances=instances)], ('a', 'b'))
     # The detection on the crowd box is ignored, not a false positive.
@@ -153,3 +154,22 @@ def test_proposal_recall(two_box_ann):
     assert res['coco/AR@1'] == pytest.approx(0.5)
     assert res['coco/AR@2'] == pytest.approx(1.0)
     assert res['coco/AR_s@10'] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize('backend', ['pycocotools', 'faster_coco_eval'])
+def test_evaluator_with_det_data_samples(two_box_ann, backend):
+    """The Runner's path: mmengine's Evaluator turns DetDataSamples into dicts."""
+    import torch
+    from mmengine.evaluator import Evaluator
+    from mmengine.structures import InstanceData
+
+    from codetr.structures import DetDataSample
+
+    sample = DetDataSample(metainfo=dict(img_id=1, ori_shape=(200, 300)))
+    sample.pred_instances = InstanceData(bboxes=torch.tensor([[0., 0., 10., 10.]]),
+                                         scores=torch.tensor([0.9]), labels=torch.tensor([0]))
+    evaluator = Evaluator(dict(type='CocoMetric', ann_file=two_box_ann, backend=backend))
+    evaluator.dataset_meta = dict(classes=('a', 'b'))
+    evaluator.process([sample])
+    res = evaluator.evaluate(1)
+    assert res['coco/bbox_mAP_50'] == pytest.approx(51 / 101)  # recall 1/2 at precision 1
