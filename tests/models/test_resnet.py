@@ -28,8 +28,8 @@ def _reference_keys(shared_dir, prefix: str) -> dict[str, tuple[int, ...]]:
 def test_output_shapes(depth: int, channels: list[int]) -> None:
     model = MODELS.build(dict(type='ResNet', depth=depth)).eval()
     with torch.no_grad():
-        outs = model(torch.randn(2, 3, 64, 64))
-    assert [tuple(o.shape) for o in outs] == [(2, c, 64 // s, 64 // s)
+        outs = model(torch.randn(1, 3, 64, 64))
+    assert [tuple(o.shape) for o in outs] == [(1, c, 64 // s, 64 // s)
                                               for c, s in zip(channels, [4, 8, 16, 32])]
     assert model.out_channels == channels
 
@@ -138,13 +138,25 @@ def test_load_mmengine_detector_checkpoint(tmp_path) -> None:
     _assert_same_weights(model, source)
 
 
-def test_checkpoint_with_python_objects_is_refused(tmp_path) -> None:
-    buffer = HistoryBuffer()  # a Runner's message hub pickles bound methods through getattr
+class _Unlisted:
+    """A type on no allow-list: weights-only loading must refuse it."""
+
+
+def test_checkpoint_with_runner_state_loads_and_unknown_objects_are_refused(tmp_path) -> None:
+    from codetr.engine.checkpoint import allow_mmengine_checkpoint_types
+    allow_mmengine_checkpoint_types()  # done by register_all_modules / importing codetr.engine
+    buffer = HistoryBuffer()  # what a Runner's message hub holds next to the weights
     buffer.update(1.5)
-    state = {f'backbone.{k}': v for k, v in ResNet(depth=18).state_dict().items()}
+    source = ResNet(depth=18).state_dict()
+    state = {f'backbone.{k}': v for k, v in source.items()}
     torch.save({'state_dict': state, 'message_hub': {'loss': buffer}}, tmp_path / 'run.pth')
-    with pytest.raises(ValueError, match='holds Python objects'):
-        read_checkpoint(tmp_path / 'run.pth')
+    model = ResNet(depth=18, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'run.pth')))
+    model.init_weights()
+    _assert_same_weights(model, source)
+
+    torch.save({'state_dict': state, 'meta': {'cfg': _Unlisted()}}, tmp_path / 'odd.pth')
+    with pytest.raises(ValueError, match='outside the weights-only allow-list'):
+        read_checkpoint(tmp_path / 'odd.pth')
 
 
 def test_load_reports_missing_and_unexpected(tmp_path) -> None:

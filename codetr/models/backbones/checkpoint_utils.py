@@ -39,6 +39,8 @@ def read_checkpoint(path: str | Path) -> dict:
     Raises:
         ValueError: ``path`` is a URL or a model-zoo name (download the file and give its path).
         FileNotFoundError: no file at ``path``.
+        ValueError: the file pickles objects that are not allow-listed for weights-only
+            loading (numpy values here; mmengine's logging buffers through ``codetr.engine``).
     """
     path_str = str(path)
     if path_str.startswith(_REMOTE_PREFIXES):
@@ -52,12 +54,13 @@ def read_checkpoint(path: str | Path) -> dict:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(path_str, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as err:
-        # e.g. a Runner checkpoint with its message hub (logging buffers pickle bound methods)
+        # anything beyond tensors, numpy values and (once codetr.engine is imported) the
+        # Runner's logging buffers: unpickling it could run code, so refuse and explain
         raise ValueError(
-            f'Checkpoint {path_str!r} holds Python objects besides tensors, which codetr does '
-            f'not unpickle. Save its weights alone, e.g. torch.save(torch.load(path, '
-            f'weights_only=False)["state_dict"], new_path) for a file you trust, and point '
-            f'init_cfg.checkpoint at the new file.') from err
+            f'Checkpoint {path_str!r} holds Python objects outside the weights-only allow-list, '
+            f'which codetr does not unpickle. If you trust the file, save its weights alone, '
+            f'e.g. torch.save(torch.load(path, weights_only=False)["state_dict"], new_path), '
+            f'and point init_cfg.checkpoint at the new file. ({err})') from err
 
 
 def extract_state_dict(checkpoint: dict, prefix: str = 'backbone.') -> dict[str, torch.Tensor]:

@@ -15,3 +15,4 @@ __all__ = ['MultiScaleDeformableAttention', 'ms_deform_attn', 'SinePositionalEnc
            'DeformableDetrTransformerDecoder', 'DeformableDetrTransformerEncoder',
            'DinoTransformerDecoder', 'coordinate_to_encoding', 'gen_encoder_output_proposals',
            'get_valid_ratio', 'inverse_sigmoid']
+from .dn_query import CdnQueryGenerator  # noqa: F401
