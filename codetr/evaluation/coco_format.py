@@ -25,6 +25,24 @@ def xyxy_to_xywh(bboxes: np.ndarray) -> np.ndarray:
     return np.concatenate([bboxes[:, :2], bboxes[:, 2:] - bboxes[:, :2]], axis=1)
 
 
+def dataset_classes(dataset_meta: dict | None) -> tuple[str, ...]:
+    """``dataset_meta['classes']``, which the Runner copies from the evaluated dataset."""
+    if not dataset_meta or 'classes' not in dataset_meta:
+        raise KeyError('The metric has no dataset_meta["classes"]; the Runner sets it from the '
+                       'dataset\'s metainfo. Outside a Runner, set metric.dataset_meta = '
+                       'dict(classes=(...)) first.')
+    return tuple(dataset_meta['classes'])
+
+
+def check_img_ids(img_ids: Sequence, known_ids: Sequence, ann_file: str | None) -> None:
+    """Raise if a predicted image is not in the ground truth (wrong ann_file or split)."""
+    unknown = set(img_ids) - set(known_ids)
+    if unknown:
+        raise ValueError(f'Predictions for image ids {sorted(unknown)[:10]} that are not in '
+                         f'{ann_file or "the ground truth"}; the metric\'s ann_file must be '
+                         f'the one of the evaluated dataset.')
+
+
 def label_to_cat_ids(classes: Sequence[str], categories: Sequence[dict],
                      ann_file: str | None = None) -> list[int]:
     """Category id of each class, matched BY NAME: ``result[i]`` is the id of ``classes[i]``.

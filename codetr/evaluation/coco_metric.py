@@ -16,7 +16,14 @@ from terminaltables import AsciiTable
 
 from codetr.registry import METRICS
 
-from .coco_format import gt_to_coco_dict, label_to_cat_ids, preds_to_coco_json, unpack_prediction
+from .coco_format import (
+    check_img_ids,
+    dataset_classes,
+    gt_to_coco_dict,
+    label_to_cat_ids,
+    preds_to_coco_json,
+    unpack_prediction,
+)
 
 # Index of each reported value in COCOeval.stats (the order of its 12-line summary).
 BBOX_STATS = {'mAP': 0, 'mAP_50': 1, 'mAP_75': 2, 'mAP_s': 3, 'mAP_m': 4, 'mAP_l': 5}
@@ -113,10 +120,11 @@ class CocoMetric(BaseMetric):
     def compute_metrics(self, results: list) -> dict[str, float]:
         logger = MMLogger.get_current_instance()
         preds, gts = zip(*results) if results else ((), ())
-        classes = self.dataset_meta['classes']
+        classes = dataset_classes(self.dataset_meta)
         coco_gt = self._coco_gt
         if coco_gt is None:
             coco_gt = load_coco(self.backend, gt_to_coco_dict(gts, classes))
+        check_img_ids([p['img_id'] for p in preds], coco_gt.getImgIds(), self.ann_file)
         cat_ids = label_to_cat_ids(classes, coco_gt.dataset['categories'], self.ann_file)
         json_results = preds_to_coco_json(preds, cat_ids)
         if self.outfile_prefix is not None:

@@ -14,7 +14,7 @@ from terminaltables import AsciiTable
 
 from codetr.registry import METRICS
 
-from .coco_format import label_to_cat_ids, preds_to_coco_json, unpack_prediction
+from .coco_format import dataset_classes, label_to_cat_ids, preds_to_coco_json, unpack_prediction
 from .lvis_eval import LVISFederatedEval
 
 # Reported keys, in the order the log line prints them (MMDetection's LVISMetric names).
@@ -63,7 +63,7 @@ class LVISMetric(BaseMetric):
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         logger = MMLogger.get_current_instance()
-        classes = self.dataset_meta['classes']
+        classes = dataset_classes(self.dataset_meta)
         cat_ids = label_to_cat_ids(classes, self._gt['categories'], self.ann_file)
         json_results = preds_to_coco_json(results, cat_ids)
         if self.outfile_prefix is not None:

@@ -173,3 +173,12 @@ def test_evaluator_with_det_data_samples(two_box_ann, backend):
     evaluator.process([sample])
     res = evaluator.evaluate(1)
     assert res['coco/bbox_mAP_50'] == pytest.approx(51 / 101)  # recall 1/2 at precision 1
+
+
+def test_unknown_image_and_missing_meta_raise(two_box_ann):
+    with pytest.raises(ValueError, match='not in'):
+        run(CocoMetric(ann_file=two_box_ann), [sample(42, [[0, 0, 1, 1]], [1.], [0])], 'ab')
+    metric = CocoMetric(ann_file=two_box_ann)
+    metric.process({}, [sample(1, [[0, 0, 1, 1]], [1.], [0])])
+    with pytest.raises(KeyError, match='dataset_meta'):
+        metric.evaluate(1)
