@@ -116,6 +116,14 @@ def test_backend_dispatch(monkeypatch):
         ms_deform_attn(inputs[0], torch.tensor([[2, 2], [1, 1]]), *inputs[2:])
 
 
+@pytest.mark.skipif(importlib.util.find_spec('mmcv') is None
+                    or importlib.util.find_spec('mmcv._ext') is not None,
+                    reason='needs mmcv without compiled ops (mmcv-lite)')
+def test_mmcv_backend_absent_says_what_to_do():
+    with pytest.raises(ImportError, match="Use backend='auto' or 'pytorch'"):
+        ms_deform_attn(*make_inputs([[2, 2]]), backend='mmcv')
+
+
 def build_module(**kwargs) -> MultiScaleDeformableAttention:
     cfg = dict(type='MultiScaleDeformableAttention', embed_dims=16, num_heads=2, num_levels=2,
                num_points=2, dropout=0.0)

@@ -52,13 +52,17 @@ def _load_mmcv() -> MSDAFn:
 
 def get_backend(name: str) -> MSDAFn:
     """The implementation called ``name`` (not ``auto``); ImportError if unavailable."""
-    if name == 'pytorch':
-        return ms_deform_attn_pytorch
-    if name == 'triton':
-        return _load_triton()
-    if name == 'mmcv':
-        return _load_mmcv()
-    raise ValueError(f'Unknown ms_deform_attn backend {name!r}; choose one of {BACKENDS}.')
+    loaders = {'pytorch': lambda: ms_deform_attn_pytorch, 'triton': _load_triton,
+               'mmcv': _load_mmcv}
+    if name not in loaders:
+        raise ValueError(f'Unknown ms_deform_attn backend {name!r}; choose one of {BACKENDS}.')
+    try:
+        return loaders[name]()
+    except ImportError as err:
+        needs = {'triton': 'the triton package (ships with CUDA builds of torch)',
+                 'mmcv': 'a full mmcv built with its CUDA ops (mmcv-lite has none)'}[name]
+        raise ImportError(f'ms_deform_attn backend {name!r} needs {needs}: {err}. Use '
+                          f"backend='auto' or 'pytorch' instead.") from err
 
 
 def _smoke_test(fn: MSDAFn, device: torch.device) -> bool:

@@ -1,9 +1,10 @@
 """Reference multi-scale deformable attention built on ``torch.nn.functional.grid_sample``.
 
 Runs on any device and dtype grid_sample supports (fp64, fp32, bf16, fp16). Levels are
-sampled one at a time and their weighted sum is accumulated into the output, so the
-largest temporary is one level's samples ``(B*H, D, Q, P)`` rather than all levels'
-``(B*H, D, Q, L*P)`` stacked (see ``benchmarks/ms_deform_attn.py`` for the measured gain).
+sampled one at a time and each point's weighted samples are added in place into an
+(at least) fp32 accumulator, so the largest temporary is one level's samples
+``(B*H, D, P, Q)`` rather than all levels' ``(B*H, D, Q, L*P)`` stacked plus its weighted
+copy (see ``benchmarks/ms_deform_attn.py`` for the measured gain).
 """
 from __future__ import annotations
 
@@ -28,25 +29,22 @@ def ms_deform_attn_pytorch(value: Tensor, spatial_shapes: Tensor, level_start_in
     """
     batch, _, num_heads, head_dims = value.shape
     _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
-    acc_dtype = torch.promote_types(value.dtype, torch.float32)
     # grid_sample wants grid in value's dtype and in [-1, 1]: x_pix = loc * w - 0.5 this way.
-    grids = (2 * sampling_locations.to(value.dtype) - 1).transpose(1, 2)  # [B, H, Q, L, P, 2]
-    weights = attention_weights.to(value.dtype).transpose(1, 2)  # [B, H, Q, L, P]
-    shapes = spatial_shapes.tolist()
+    # Points go before queries so each point's samples are a contiguous (D, Q) slab.
+    grids = (2 * sampling_locations.to(value.dtype) - 1).permute(0, 2, 3, 4, 1, 5)
+    weights = attention_weights.to(value.dtype).permute(0, 2, 3, 4, 1)  # [B, H, L, P, Q]
+    acc_dtype = torch.promote_types(value.dtype, torch.float32)
+    output = value.new_zeros(batch * num_heads, head_dims, num_queries, dtype=acc_dtype)
     starts = level_start_index.tolist()
-    output = None
-    for level, (height, width) in enumerate(shapes):
-        start = starts[level]
-        value_l = value[:, start:start + height * width]  # [B, h*w, H, D]
+    for level, (height, width) in enumerate(spatial_shapes.tolist()):
+        value_l = value[:, starts[level]:starts[level] + height * width]  # [B, h*w, H, D]
         value_l = value_l.permute(0, 2, 3, 1).reshape(batch * num_heads, head_dims, height, width)
-        grid_l = grids[:, :, :, level].reshape(batch * num_heads, num_queries, num_points, 2)
+        grid_l = grids[:, :, level].reshape(batch * num_heads, num_points, num_queries, 2)
         samples = F.grid_sample(value_l, grid_l, mode='bilinear', padding_mode='zeros',
-                                align_corners=False)  # [B*H, D, Q, P]
-        weight_l = weights[:, :, :, level].reshape(batch * num_heads, 1, num_queries, num_points)
-        level_out = (samples * weight_l).sum(-1, dtype=acc_dtype)  # [B*H, D, Q]
-        output = level_out if output is None else output + level_out
-    if output is None:
-        raise ValueError('spatial_shapes is empty: ms_deform_attn needs at least one level.')
+                                align_corners=False)  # [B*H, D, P, Q]
+        weight_l = weights[:, :, level].reshape(batch * num_heads, 1, num_points, num_queries)
+        for point in range(num_points):  # in-place FMA: no (B*H, D, P, Q) product temporary
+            output.addcmul_(samples[:, :, point], weight_l[:, :, point])
     output = output.view(batch, num_heads * head_dims, num_queries).transpose(1, 2)
     return output.to(value.dtype).contiguous()  # [B, Q, H*D]
 
