@@ -109,6 +109,12 @@ def test_backend_dispatch(monkeypatch):
     monkeypatch.setenv(msda_op.ENV_VAR, 'cuda_kernel')
     with pytest.raises(ValueError, match='not a backend'):
         resolve_backend(torch.device('cpu'))
+    # The smoke test that vets a backend for 'auto' must work inside inference code too.
+    with torch.inference_mode():
+        assert msda_op._smoke_test(ms_deform_attn_pytorch, torch.device('cpu'))
+    with torch.no_grad():
+        assert not msda_op._smoke_test(lambda *args: torch.zeros(1, 3, 16),
+                                       torch.device('cpu'))
     inputs = make_inputs([[2, 2]])
     with pytest.raises(ValueError, match='Unknown ms_deform_attn backend'):
         ms_deform_attn(*inputs, backend='fast')
@@ -246,6 +252,9 @@ for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 3e-2)):
                               (out_ref, *grads_ref)):
             err = ((a.double() - b).abs().max() / b.abs().max().clamp(min=1)).item()
             assert err < tol, (dtype, shapes, name, err)
+# The vetting that 'auto' does on CUDA accepts the kernel.
+from codetr.models.layers.ms_deform_attn.op import _smoke_test
+assert _smoke_test(triton_fn, torch.device('cpu'))
 print('TRITON_OK')
 '''
 

@@ -67,20 +67,23 @@ def get_backend(name: str) -> MSDAFn:
 
 def _smoke_test(fn: MSDAFn, device: torch.device) -> bool:
     """Run ``fn`` forward and backward once on a tiny input and compare with pytorch."""
-    gen = torch.Generator().manual_seed(0)
-    shapes = torch.tensor([[3, 4], [2, 2]], device=device)
-    starts = torch.tensor([0, 12], device=device)
-    value = torch.randn(1, 16, 2, 8, generator=gen).to(device).requires_grad_()
-    locs = torch.rand(1, 3, 2, 2, 2, 2, generator=gen).to(device)
-    weights = torch.rand(1, 3, 2, 2, 2, generator=gen).softmax(-1).to(device)
     try:
-        out = fn(value, shapes, starts, locs, weights)
-        out.sum().backward()
+        # The first call may come from inside no_grad / inference_mode / autocast code.
+        with torch.inference_mode(False), torch.enable_grad(), torch.autocast(
+                device.type, enabled=False):
+            gen = torch.Generator().manual_seed(0)
+            shapes = torch.tensor([[3, 4], [2, 2]], device=device)
+            starts = torch.tensor([0, 12], device=device)
+            value = torch.randn(1, 16, 2, 8, generator=gen).to(device).requires_grad_()
+            locs = torch.rand(1, 3, 2, 2, 2, 2, generator=gen).to(device)
+            weights = torch.rand(1, 3, 2, 2, 2, generator=gen).softmax(-1).to(device)
+            out = fn(value, shapes, starts, locs, weights)
+            out.sum().backward()
+            ref = ms_deform_attn_pytorch(value.detach(), shapes, starts, locs, weights)
+            return bool(torch.allclose(out.detach(), ref, atol=1e-4))
     except Exception as err:  # any failure (compiler, driver, missing ext) means "unusable"
         logger.warning('ms_deform_attn backend failed its smoke test: %s', err)
         return False
-    ref = ms_deform_attn_pytorch(value.detach(), shapes, starts, locs, weights)
-    return bool(torch.allclose(out.detach(), ref, atol=1e-4))
 
 
 def resolve_backend(device: torch.device) -> str:
