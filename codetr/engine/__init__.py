@@ -12,10 +12,12 @@ from .checkpoint import (
 )
 from .distributed import CPUDistributedDataParallel, adapt_cfg_to_device
 from .hooks import AtomicCheckpointHook, NonFiniteLossHook
+from .optim_wrappers import BFloat16OptimWrapper
 from .runner import CodetrRunner
 
 allow_mmengine_checkpoint_types()
 
-__all__ = ['SAFE_GLOBALS', 'AtomicCheckpointHook', 'CPUDistributedDataParallel',
-           'CheckpointError', 'CodetrRunner', 'NonFiniteLossHook', 'adapt_cfg_to_device',
-           'allow_mmengine_checkpoint_types', 'atomic_save', 'load_checkpoint']
+__all__ = ['SAFE_GLOBALS', 'AtomicCheckpointHook', 'BFloat16OptimWrapper',
+           'CPUDistributedDataParallel', 'CheckpointError', 'CodetrRunner', 'NonFiniteLossHook',
+           'adapt_cfg_to_device', 'allow_mmengine_checkpoint_types', 'atomic_save',
+           'load_checkpoint']

@@ -19,7 +19,7 @@ from mmengine.config import Config
 from mmengine.model import MMDistributedDataParallel
 from torch import nn
 
-from codetr.registry import MODEL_WRAPPERS
+from codetr.registry import MODEL_WRAPPERS, SCOPE
 
 DEFAULT_PORT = '29500'  # torch.distributed's default master port
 
@@ -98,4 +98,5 @@ def adapt_cfg_to_device(cfg: Config, launcher: str) -> None:
     env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
     wrapper = cfg.get('model_wrapper_cfg') or {}
     if wrapper.get('type', 'MMDistributedDataParallel') == 'MMDistributedDataParallel':
-        cfg.model_wrapper_cfg = dict(wrapper, type='CPUDistributedDataParallel')
+        # Scoped name: Runner.wrap_model looks the type up in mmengine's root registry.
+        cfg.model_wrapper_cfg = dict(wrapper, type=f'{SCOPE}.CPUDistributedDataParallel')
