@@ -10,6 +10,7 @@ import torch
 from mmengine.config import Config
 
 from codetr.engine import adapt_cfg_to_device
+from codetr.engine.distributed import _slurm_env
 from codetr.registry import RUNNERS
 
 from ..conftest import ROOT
@@ -74,3 +75,29 @@ def test_two_rank_evaluation_equals_single_process(tmp_path):
     metrics = json.loads(logs[0].read_text().strip().splitlines()[-1])
     assert metrics['toy/count'] == expected['toy/count'] == 8.0
     assert metrics['toy/mse'] == pytest.approx(expected['toy/mse'], rel=1e-6, abs=0)
+
+
+def test_slurm_env_is_derived_without_cuda(monkeypatch):
+    for key, value in dict(SLURM_NODELIST='node[1-2]', SLURM_NTASKS='4', SLURM_PROCID='3',
+                           SLURM_LOCALID='1', MASTER_ADDR='10.0.0.1').items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv('MASTER_PORT', raising=False)
+    _slurm_env(port=None)
+    assert (os.environ['WORLD_SIZE'], os.environ['RANK'], os.environ['LOCAL_RANK']) == (
+        '4', '3', '1')
+    assert os.environ['MASTER_PORT'] == '29500' and os.environ['MASTER_ADDR'] == '10.0.0.1'
+
+
+def test_slurm_train_script_builds_the_srun_command(tmp_path):
+    fake_srun = tmp_path / 'srun'
+    fake_srun.write_text('#!/usr/bin/env bash\necho "$@"\n')
+    fake_srun.chmod(0o755)
+    env = dict(os.environ, PATH=f'{tmp_path}:{os.environ["PATH"]}', GPUS='4',
+               GPUS_PER_NODE='2', PYTHON='python3')
+    result = subprocess.run(['bash', str(ROOT / 'tools' / 'slurm_train.sh'), 'gpu', 'job',
+                             'cfg.py', 'out', '--amp'], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    args = result.stdout.split()
+    assert args[:2] == ['-p', 'gpu'] and '--ntasks=4' in args and '--gres=gpu:2' in args
+    assert args[-5:] == [str(ROOT / 'tools' / 'train.py'), 'cfg.py', '--work-dir=out',
+                         '--launcher=slurm', '--amp']
