@@ -144,3 +144,37 @@ def test_rotation_removes_oldest_only_after_new_save(tmp_path):
     assert sorted(p.name for p in work_dir.glob('*.pth')) == ['epoch_2.pth', 'epoch_3.pth']
     assert (work_dir / 'last_checkpoint').read_text() == str(work_dir / 'epoch_3.pth')
     assert not list(work_dir.glob('.*tmp*'))
+
+
+# With this lr the toy validation mse falls every epoch (1.13, 0.40, 0.06): each is a new best.
+SLOW_SGD = dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9))
+
+
+def test_failed_best_save_keeps_previous_best(tmp_path, monkeypatch):
+    work_dir = tmp_path / 'w'
+    hooks = dict(checkpoint=dict(type='AtomicCheckpointHook', interval=1, max_keep_ckpts=2,
+                                 save_best='toy/mse', rule='less'))
+    cfg = toy_config(str(work_dir), max_epochs=1, val_interval=1, optim_wrapper=SLOW_SGD)
+    cfg['default_hooks'].update(hooks)
+    RUNNERS.build(Config(cfg)).train()
+    assert (work_dir / 'best_toy_mse_epoch_1.pth').is_file()
+    real_put = LocalBackend.put
+
+    def fail_best(self, obj, filepath):
+        if os.path.basename(filepath).startswith('.best_'):  # the temporary best file
+            raise OSError('No space left on device (simulated)')
+        real_put(self, obj, filepath)
+    monkeypatch.setattr(LocalBackend, 'put', fail_best)
+    cfg.update(resume=True)
+    cfg['train_cfg']['max_epochs'] = 2
+    with pytest.raises(OSError, match='simulated'):
+        RUNNERS.build(Config(cfg)).train()  # epoch 2 improves the mse: a new best is saved
+    assert load_checkpoint(str(work_dir / 'best_toy_mse_epoch_1.pth'))['meta']['epoch'] == 1
+    assert not list(work_dir.glob('best_toy_mse_epoch_2.pth'))
+
+
+def test_best_checkpoint_rotates_after_success(tmp_path):
+    cfg = toy_config(str(tmp_path), max_epochs=2, val_interval=1, optim_wrapper=SLOW_SGD)
+    cfg['default_hooks']['checkpoint'].update(save_best='toy/mse', rule='less')
+    RUNNERS.build(Config(cfg)).train()
+    assert sorted(p.name for p in tmp_path.glob('best_*.pth')) == ['best_toy_mse_epoch_2.pth']

@@ -123,8 +123,11 @@ class InterruptAfterEpochHook(Hook):
 
 
 def toy_config(work_dir: str, max_epochs: int = 2, length: int = 8, batch_size: int = 2,
-               **overrides) -> dict:
-    """A complete Runner config for the toy modules (SGD, seed 0, 1 checkpoint per epoch)."""
+               val_interval: int | None = None, **overrides) -> dict:
+    """A complete Runner config for the toy modules (SGD, seed 0, 1 checkpoint per epoch).
+
+    Validation runs every ``val_interval`` epochs (default: once, at the end).
+    """
     loader = dict(batch_size=batch_size, num_workers=0,
                   sampler=dict(type='DefaultSampler', shuffle=True),
                   collate_fn=dict(type='default_collate'),
@@ -136,7 +139,8 @@ def toy_config(work_dir: str, max_epochs: int = 2, length: int = 8, batch_size: 
         work_dir=work_dir,
         model=dict(type='ToyRegressor'),
         train_dataloader=loader,
-        train_cfg=dict(by_epoch=True, max_epochs=max_epochs, val_interval=max_epochs),
+        train_cfg=dict(by_epoch=True, max_epochs=max_epochs,
+                       val_interval=val_interval or max_epochs),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.05, momentum=0.9)),
         param_scheduler=[dict(type='MultiStepLR', milestones=[1], gamma=0.5, by_epoch=True)],
         val_dataloader=val_loader, val_cfg=dict(), val_evaluator=dict(type='ToyMSEMetric'),

@@ -19,8 +19,23 @@ class AtomicCheckpointHook(CheckpointHook):
     *before* writing the new one; if the save then fails (disk full, job killed), fewer
     good checkpoints remain than promised. Here the order is: write the new checkpoint
     (atomically, via ``CodetrRunner.save_checkpoint``), rewrite the ``last_checkpoint``
-    pointer (atomically), and only then remove the oldest file.
+    pointer (atomically), and only then remove the oldest file. With ``save_best``, the
+    previous best checkpoint is likewise removed only after the new best one is written.
     """
+
+    def _save_best_checkpoint(self, runner, metrics: dict) -> None:
+        # mmengine removes the old best file before saving the new one; route its removals
+        # through a recorder and replay them only once every save has succeeded.
+        backend, deferred = self.file_backend, _DeferredRemovals(self.file_backend)
+        self.file_backend = deferred
+        try:
+            super()._save_best_checkpoint(runner, metrics)
+        finally:
+            self.file_backend = backend
+        # One key indicator keeps best_ckpt_path, several keep best_ckpt_path_dict.
+        current = {getattr(self, 'best_ckpt_path', None), self.last_ckpt,
+                   *getattr(self, 'best_ckpt_path_dict', {}).values()}
+        deferred.replay(keep=current)
 
     def _save_checkpoint_with_step(self, runner, step: int, meta: dict) -> None:
         stale_step = self._rotate_keep_ids(runner, step)
@@ -57,3 +72,26 @@ class AtomicCheckpointHook(CheckpointHook):
             self.file_backend.remove(path)
         elif self.file_backend.isdir(path):  # sharded (e.g. DeepSpeed) checkpoints
             self.file_backend.rmtree(path)
+
+
+class _DeferredRemovals:
+    """A file backend stand-in that records ``remove``/``rmtree`` and forwards the rest."""
+
+    def __init__(self, backend):
+        self._backend = backend
+        self._removals: list[tuple[str, str]] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self._backend, name)
+
+    def remove(self, path: str) -> None:
+        self._removals.append(('remove', path))
+
+    def rmtree(self, path: str) -> None:
+        self._removals.append(('rmtree', path))
+
+    def replay(self, keep: set) -> None:
+        """Carry out the recorded removals, except of paths in ``keep`` (just rewritten)."""
+        for method, path in self._removals:
+            if path not in keep:
+                getattr(self._backend, method)(path)
