@@ -16,3 +16,4 @@ __all__ = ['MultiScaleDeformableAttention', 'ms_deform_attn', 'SinePositionalEnc
            'DinoTransformerDecoder', 'coordinate_to_encoding', 'gen_encoder_output_proposals',
            'get_valid_ratio', 'inverse_sigmoid']
 from .dn_query import CdnQueryGenerator  # noqa: F401
+from .nms import batched_nms, multiclass_nms, nms, soft_nms  # noqa: F401
