@@ -1,2 +1,11 @@
 # Importing a subpackage registers its modules; each subpackage's __init__ imports its files.
-from . import backbones, data_preprocessors, layers, losses, necks, task_modules  # noqa: F401
+from . import (  # noqa: F401
+    backbones,
+    data_preprocessors,
+    detectors,
+    layers,
+    losses,
+    necks,
+    query_heads,
+    task_modules,
+)

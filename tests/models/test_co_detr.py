@@ -1,0 +1,225 @@
+"""CoDETR wiring: loss / predict / tensor modes with a tiny CoDINOHead, and its config checks."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from mmengine.structures import InstanceData
+from torch import nn
+
+from codetr.registry import MODELS
+from codetr.structures import DetDataSample, bbox_cxcywh_to_xyxy
+
+NUM_CLASSES = 4
+EMBED = 32
+LOSS_KEYS = ('loss_cls', 'loss_bbox', 'loss_iou')
+
+
+class StubQueryHead(nn.Module):
+    """Stand-in for CoDINOHead with the query-head contract (until the real head lands):
+    Q boxes and class logits from the pooled coarsest level."""
+
+    def __init__(self, num_classes: int, embed_dims: int, num_queries: int = 10,
+                 train_cfg: dict | None = None, test_cfg: dict | None = None, **_) -> None:
+        super().__init__()
+        self.num_classes, self.num_queries = num_classes, num_queries
+        self.train_cfg, self.test_cfg = train_cfg, test_cfg or {}
+        self.cls = nn.Linear(embed_dims, num_queries * num_classes)
+        self.reg = nn.Linear(embed_dims, num_queries * 4)
+
+    def forward(self, feats, data_samples=None):
+        pooled = feats[-1].mean((2, 3)) + feats[0].mean((2, 3))  # (B, C)
+        b = pooled.size(0)
+        return (self.cls(pooled).view(b, self.num_queries, self.num_classes),
+                self.reg(pooled).view(b, self.num_queries, 4).sigmoid())
+
+    def loss(self, feats, data_samples):
+        logits, boxes = self(feats)
+        losses = dict(loss_cls=logits.sigmoid().mean(), loss_bbox=boxes.mean(),
+                      loss_iou=boxes.std())
+        return losses, feats
+
+    def predict(self, feats, data_samples, rescale=True):
+        logits, boxes = self(feats)
+        results = []
+        for logit, box, sample in zip(logits, boxes, data_samples):
+            scores, idx = logit.sigmoid().flatten().topk(self.test_cfg.get('max_per_img', 5))
+            h, w = sample.img_shape
+            xyxy = bbox_cxcywh_to_xyxy(box[idx // self.num_classes]) * box.new_tensor([w, h] * 2)
+            xyxy = xyxy.clamp(min=0).minimum(box.new_tensor([w, h] * 2))
+            if rescale:
+                xyxy = xyxy / xyxy.new_tensor(sample.scale_factor).repeat(2)
+            results.append(InstanceData(bboxes=xyxy, scores=scores,
+                                        labels=idx % self.num_classes))
+        return results
+
+
+MODELS.register_module('StubQueryHeadForCoDETRTest', module=StubQueryHead)
+
+
+def tiny_head_cfg(num_classes: int = NUM_CLASSES) -> dict:
+    """A CoDINOHead over 2 levels with embed 32, 2 heads, one encoder and decoder layer."""
+    attn = dict(embed_dims=EMBED, num_heads=2, num_levels=2, num_points=2, dropout=0.0)
+    ffn = dict(embed_dims=EMBED, feedforward_channels=64, ffn_drop=0.0)
+    return dict(
+        type='CoDINOHead', num_classes=num_classes, embed_dims=EMBED, num_queries=10,
+        transformer=dict(
+            num_feature_levels=2,
+            encoder=dict(num_layers=1, layer_cfg=dict(self_attn_cfg=attn, ffn_cfg=ffn)),
+            decoder=dict(num_layers=2, layer_cfg=dict(
+                self_attn_cfg=dict(embed_dims=EMBED, num_heads=2, dropout=0.0),
+                cross_attn_cfg=attn, ffn_cfg=ffn))),
+        positional_encoding=dict(num_feats=EMBED // 2, temperature=20, normalize=True),
+        dn_cfg=dict(label_noise_scale=0.5, box_noise_scale=1.0,
+                    group_cfg=dict(dynamic=True, num_groups=None, num_dn_queries=6)))
+
+
+def tiny_model_cfg(**overrides) -> dict:
+    cfg = dict(
+        type='CoDETR',
+        data_preprocessor=dict(type='DetDataPreprocessor', mean=[123.675, 116.28, 103.53],
+                               std=[58.395, 57.12, 57.375], bgr_to_rgb=True),
+        backbone=dict(type='ResNet', depth=18, out_indices=(2, 3), frozen_stages=-1,
+                      norm_eval=False),
+        neck=dict(type='ChannelMapper', in_channels=[256, 512], kernel_size=1,
+                  out_channels=EMBED, norm_cfg=dict(type='GN', num_groups=8), num_outs=2),
+        query_head=dict(type='StubQueryHeadForCoDETRTest', num_classes=NUM_CLASSES,
+                        embed_dims=EMBED),
+        train_cfg=dict(query_head=dict(assigner=dict(type='HungarianAssigner'))),
+        test_cfg=dict(query_head=dict(max_per_img=7)))
+    cfg.update(overrides)
+    return cfg
+
+
+def make_batch(sizes: list[tuple[int, int]], scale: float = 0.5, num_gt: int = 2,
+               seed: int = 0) -> dict:
+    """Raw batch as the dataloader gives it: uint8 (3, h, w) images and samples whose boxes
+    are in network-input pixels, with ``scale_factor`` = input / original size."""
+    g = torch.Generator().manual_seed(seed)
+    inputs, samples = [], []
+    for i, (h, w) in enumerate(sizes):
+        inputs.append(torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8))
+        xy = torch.rand(num_gt, 2, generator=g) * torch.tensor([w / 2, h / 2])
+        wh = 8 + torch.rand(num_gt, 2, generator=g) * torch.tensor([w / 3, h / 3])
+        sample = DetDataSample(metainfo=dict(
+            img_id=i, img_shape=(h, w), ori_shape=(round(h / scale), round(w / scale)),
+            scale_factor=(scale, scale)))
+        sample.gt_instances = InstanceData(
+            bboxes=torch.cat([xy, xy + wh], 1),
+            labels=torch.randint(0, NUM_CLASSES, (num_gt,), generator=g))
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+@pytest.fixture(scope='module')
+def model():
+    torch.manual_seed(0)
+    return MODELS.build(tiny_model_cfg())
+
+
+def test_loss_keys_and_every_parameter_gets_a_gradient(model):
+    model.train()
+    data = model.data_preprocessor(make_batch([(64, 64), (48, 56)]), training=True)
+    losses = model(**data, mode='loss')
+    for key in LOSS_KEYS:
+        assert key in losses, f'{key} missing from {sorted(losses)}'
+    total, _ = model.parse_losses(losses)
+    assert torch.isfinite(total) and total > 0
+    model.zero_grad()
+    total.backward()
+    missing = [n for n, p in model.named_parameters()
+               if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
+    assert not missing, f'parameters without a finite gradient: {missing}'
+
+
+def test_predict_returns_boxes_in_original_coordinates(model):
+    model.eval()
+    data = model.data_preprocessor(make_batch([(64, 64), (48, 56)], scale=0.5), training=False)
+    with torch.no_grad():
+        samples = model(**data, mode='predict')
+    assert len(samples) == 2
+    for sample in samples:
+        pred = sample.pred_instances
+        assert len(pred) == 7  # test_cfg.query_head.max_per_img, with no score threshold
+        assert pred.bboxes.shape == (7, 4) and pred.scores.shape == (7,)
+        assert pred.labels.min() >= 0 and pred.labels.max() < NUM_CLASSES
+        oh, ow = sample.ori_shape
+        # Boxes are clamped to the input image, then divided by scale 0.5: they must fill
+        # up to the original size (twice the input), never beyond it.
+        assert pred.bboxes[:, 0::2].max() <= ow + 1e-4 and pred.bboxes[:, 1::2].max() <= oh + 1e-4
+        assert pred.bboxes.min() >= 0
+
+
+def test_predict_rescale_false_stays_in_input_pixels(model):
+    model.eval()
+    data = model.data_preprocessor(make_batch([(64, 64)], scale=0.5), training=False)
+    with torch.no_grad():
+        scaled = model.predict(data['inputs'], copy.deepcopy(data['data_samples']))
+        unscaled = model.predict(data['inputs'], data['data_samples'], rescale=False)
+    torch.testing.assert_close(scaled[0].pred_instances.bboxes,
+                               unscaled[0].pred_instances.bboxes * 2)
+
+
+def test_tensor_mode_gives_head_outputs(model):
+    model.eval()
+    data = model.data_preprocessor(make_batch([(64, 64), (48, 56)]), training=False)
+    with torch.no_grad():
+        outputs = model(**data, mode='tensor')
+    tensors = [t for t in _flatten(outputs)]
+    assert tensors and all(torch.isfinite(t).all() for t in tensors)
+    assert any(t.shape[-1] == NUM_CLASSES for t in tensors)  # class logits
+    assert any(t.shape[-1] == 4 for t in tensors)  # boxes
+
+
+def _flatten(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            yield from _flatten(item)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            yield from _flatten(item)
+
+
+def test_label_outside_num_classes_raises_with_the_fix():
+    model = MODELS.build(tiny_model_cfg())
+    batch = make_batch([(64, 64)])
+    batch['data_samples'][0].gt_instances.labels[0] = 12
+    data = model.data_preprocessor(batch, training=True)
+    with pytest.raises(ValueError, match='label 12 >= num_classes 4: set '
+                                         'model.query_head.num_classes'):
+        model(**data, mode='loss')
+
+
+def test_aux_heads_are_not_supported_yet():
+    cfg = tiny_model_cfg(aux_heads=dict(atss=dict(type='CoATSSHead')))
+    with pytest.raises(NotImplementedError, match=r"aux_heads \['atss'\]"):
+        MODELS.build(cfg)
+
+
+def test_empty_aux_heads_is_the_plain_baseline():
+    model = MODELS.build(tiny_model_cfg(aux_heads=dict(), adapter=dict(type='Unbuilt')))
+    assert len(model.aux_heads) == 0 and model.adapter is None
+
+
+@pytest.mark.parametrize('eval_module', ['one-stage', 'two-stage'])
+def test_aux_eval_modules_are_not_supported_yet(eval_module):
+    cfg = tiny_model_cfg(test_cfg=dict(eval_module=eval_module))
+    with pytest.raises(NotImplementedError, match=eval_module):
+        MODELS.build(cfg)
+
+
+def test_unknown_eval_module_is_rejected():
+    with pytest.raises(ValueError, match="must be one of"):
+        MODELS.build(tiny_model_cfg(test_cfg=dict(eval_module='rpn')))
+
+
+def test_branch_cfgs_reach_the_head_and_conflicts_raise():
+    model = MODELS.build(tiny_model_cfg())
+    assert model.query_head.test_cfg['max_per_img'] == 7
+    cfg = tiny_model_cfg()
+    cfg['query_head']['test_cfg'] = dict(max_per_img=3)
+    with pytest.raises(ValueError, match='model.query_head.test_cfg and model.test_cfg'):
+        MODELS.build(cfg)
