@@ -1,0 +1,226 @@
+"""CoDeformDETRHead: the one-to-one (Deformable-DETR++) branch of Co-Deformable-DETR.
+
+Two-stage proposals ranked by the encoder, mixed query selection (learned content queries,
+positional queries from the proposals), iterative box refinement with look-forward-twice,
+Hungarian matching and focal / L1 / GIoU losses on every decoder layer and on the encoder
+proposals; no denoising queries and no NMS at test time.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from mmengine.structures import InstanceData
+from torch import Tensor, nn
+
+from codetr.registry import MODELS
+from codetr.structures import bbox_cxcywh_to_xyxy
+
+from ..layers import SinePositionalEncoding, batched_nms, inverse_sigmoid
+from .co_deform_detr_transformer import FlatPyramid
+from .detr_criterion import DetrCriterion
+
+# Official Co-Deformable-DETR R50 query head (projects/configs/co_deformable_detr/).
+DEFAULT_LOSS_CLS = dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
+                        loss_weight=2.0)
+DEFAULT_LOSS_BBOX = dict(type='L1Loss', loss_weight=5.0)
+DEFAULT_LOSS_IOU = dict(type='GIoULoss', loss_weight=2.0)
+DEFAULT_POSITIONAL_ENCODING = dict(num_feats=128, normalize=True, offset=-0.5)
+# Initial foreground probability of the classifiers (DETR-family focal-loss heads).
+PRIOR_PROB = 0.01
+
+
+def _reg_branch(embed_dims: int, num_fcs: int) -> nn.Sequential:
+    """``num_fcs`` x (Linear + ReLU), then Linear to 4 box logits (names ``.0 .2 .4``)."""
+    layers: list[nn.Module] = []
+    for _ in range(num_fcs):
+        layers += [nn.Linear(embed_dims, embed_dims), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(embed_dims, 4))
+
+
+@MODELS.register_module()
+class CoDeformDETRHead(BaseModule):
+    """Query head of Co-Deformable-DETR (as_two_stage, with_box_refine, mixed_selection).
+
+    Args:
+        num_classes: number of object classes.
+        transformer: ``CoDeformableDetrTransformer`` config.
+        num_queries: decoder queries, also the number of two-stage proposals (300).
+        positional_encoding: ``SinePositionalEncoding`` kwargs (official: normalised,
+            offset -0.5, 128 features per axis).
+        loss_cls, loss_bbox, loss_iou: loss configs (official: focal 2, L1 5, GIoU 2).
+        num_reg_fcs: hidden layers of each regression branch (2).
+        sync_cls_avg_factor: average the classification normaliser over ranks.
+        train_cfg: ``dict(assigner=...)``; default ``HungarianAssigner`` with focal 2, L1 5,
+            GIoU 2 costs.
+        test_cfg: ``dict(max_per_img=100, score_thr=0.0, nms=None)``; with ``nms`` (a
+            :func:`batched_nms` config) the top ``num_queries`` go through NMS first.
+        init_cfg: mmengine initialisation config.
+    """
+
+    def __init__(self, num_classes: int, transformer: dict, num_queries: int = 300,
+                 positional_encoding: dict | None = None, loss_cls: dict | None = None,
+                 loss_bbox: dict | None = None, loss_iou: dict | None = None,
+                 num_reg_fcs: int = 2, sync_cls_avg_factor: bool = True,
+                 train_cfg: dict | None = None, test_cfg: dict | None = None,
+                 init_cfg: dict | None = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.num_classes = num_classes
+        self.num_queries = num_queries
+        self.test_cfg = {'max_per_img': 100, 'score_thr': 0.0, 'nms': None, **(test_cfg or {})}
+        self.transformer = MODELS.build(transformer)
+        self.embed_dims = self.transformer.embed_dims
+        self.positional_encoding = SinePositionalEncoding(
+            **(positional_encoding or DEFAULT_POSITIONAL_ENCODING))
+        if 2 * self.positional_encoding.num_feats != self.embed_dims:
+            raise ValueError(f'positional_encoding.num_feats must be embed_dims / 2 = '
+                             f'{self.embed_dims // 2}, got {self.positional_encoding.num_feats}')
+        # One branch per decoder layer plus one scoring the encoder proposals (the last).
+        num_pred = self.transformer.num_layers + 1
+        self.cls_branches = nn.ModuleList(
+            nn.Linear(self.embed_dims, num_classes) for _ in range(num_pred))
+        self.reg_branches = nn.ModuleList(
+            _reg_branch(self.embed_dims, num_reg_fcs) for _ in range(num_pred))
+        # Mixed query selection: learned content queries.
+        self.query_embedding = nn.Embedding(num_queries, self.embed_dims)
+        train_cfg = train_cfg or {}
+        self.criterion = DetrCriterion(
+            num_classes, copy.deepcopy(loss_cls or DEFAULT_LOSS_CLS),
+            copy.deepcopy(loss_bbox or DEFAULT_LOSS_BBOX),
+            copy.deepcopy(loss_iou or DEFAULT_LOSS_IOU),
+            assigner=train_cfg.get('assigner', dict(type='HungarianAssigner')),
+            sync_cls_avg_factor=sync_cls_avg_factor)
+
+    def init_weights(self) -> None:
+        """Transformer init; classifier bias at prior 0.01; regressors start at zero offset."""
+        self.transformer.init_weights()
+        bias = -math.log((1 - PRIOR_PROB) / PRIOR_PROB)
+        for branch in self.cls_branches:
+            nn.init.constant_(branch.bias, bias)
+        for branch in self.reg_branches:
+            nn.init.zeros_(branch[-1].weight)
+            nn.init.zeros_(branch[-1].bias)
+
+    # ------------------------------------------------------------------ forward
+    def _masks_and_pos(self, feats: list[Tensor], metas: list[dict[str, Any]]
+                       ) -> tuple[list[Tensor], list[Tensor]]:
+        """Per level (B, h, w) padding masks (True = padding) and (B, C, h, w) encodings."""
+        batch_h, batch_w = metas[0].get('batch_input_shape', metas[0]['img_shape'])[:2]
+        img_masks = feats[0].new_ones(len(metas), batch_h, batch_w)
+        for i, meta in enumerate(metas):
+            img_h, img_w = meta['img_shape'][:2]
+            img_masks[i, :img_h, :img_w] = 0
+        masks, pos = [], []
+        for feat in feats:
+            mask = F.interpolate(img_masks[None], size=feat.shape[-2:])[0].bool()
+            masks.append(mask)
+            pos.append(self.positional_encoding(mask).to(feat))
+        return masks, pos
+
+    def forward(self, feats: list[Tensor], metas: list[dict[str, Any]]) -> dict[str, Any]:
+        """Run encoder, proposal selection and decoder.
+
+        Args:
+            feats: L levels (B, C, h_l, w_l) from the neck.
+            metas: B metainfo dicts with ``img_shape`` and ``batch_input_shape``.
+
+        Returns:
+            dict with ``all_cls_scores (N, B, Q, num_classes)`` logits, ``all_bbox_preds
+            (N, B, Q, 4)`` normalised ``cxcywh``, ``enc_cls_scores (B, S, num_classes)``,
+            ``enc_bbox_preds (B, S, 4)`` and ``memory``: L levels (B, C, h_l, w_l) of the
+            encoder output.
+        """
+        masks, pos = self._masks_and_pos(feats, metas)
+        flat: FlatPyramid = self.transformer.flatten(feats, masks, pos)
+        memory = self.transformer.encode(flat)
+        num_layers = self.transformer.num_layers
+        enc_cls, enc_coords, reference, query_pos = self.transformer.select_proposals(
+            memory, flat, self.cls_branches[num_layers], self.reg_branches[num_layers],
+            self.num_queries)
+        query = self.query_embedding.weight[None].expand(memory.size(0), -1, -1)
+        hidden_states, references = self.transformer.decode(
+            query, query_pos, memory, flat, reference, self.reg_branches)
+        all_cls, all_boxes = [], []
+        for layer in range(num_layers):
+            all_cls.append(self.cls_branches[layer](hidden_states[layer]))
+            deltas = self.reg_branches[layer](hidden_states[layer])
+            all_boxes.append((deltas + inverse_sigmoid(references[layer])).sigmoid())
+        return dict(all_cls_scores=torch.stack(all_cls), all_bbox_preds=torch.stack(all_boxes),
+                    enc_cls_scores=enc_cls, enc_bbox_preds=enc_coords.sigmoid(),
+                    memory=self._split_levels(memory, feats))
+
+    @staticmethod
+    def _split_levels(memory: Tensor, feats: list[Tensor]) -> list[Tensor]:
+        """(B, S, C) memory -> L maps (B, C, h_l, w_l) shaped like ``feats``."""
+        sizes = [f.shape[-2] * f.shape[-1] for f in feats]
+        chunks = memory.split(sizes, dim=1)
+        return [c.transpose(1, 2).reshape(f.shape) for c, f in zip(chunks, feats)]
+
+    # -------------------------------------------------------------------- train
+    def loss(self, feats: list[Tensor], data_samples: list[Any]
+             ) -> tuple[dict[str, Tensor], list[Tensor]]:
+        """One-to-one losses of every decoder layer and of the encoder proposals.
+
+        Args:
+            feats: L levels (B, C, h_l, w_l).
+            data_samples: B ``DetDataSample`` with ``gt_instances`` (pixel xyxy boxes of
+                ``img_shape``, labels) and metainfo ``img_shape``, ``batch_input_shape``.
+
+        Returns:
+            losses: ``loss_{cls,bbox,iou}`` (last layer), ``d{i}.loss_*`` (earlier layers),
+                ``enc_loss_*`` (proposals, matched class-agnostically as class 0).
+            memory: L levels (B, C, h_l, w_l) of the encoder output, for the aux heads.
+        """
+        metas = [s.metainfo for s in data_samples]
+        gts = [s.gt_instances for s in data_samples]
+        out = self.forward(feats, metas)
+        losses = self.criterion.loss_layers(out['all_cls_scores'], out['all_bbox_preds'],
+                                            metas, gt_instances_list=gts)
+        # The encoder proposals are trained as a binary objectness score: every GT is class 0.
+        binary = [InstanceData(bboxes=g.bboxes, labels=torch.zeros_like(g.labels)) for g in gts]
+        losses.update(self.criterion.loss_layers(
+            out['enc_cls_scores'][None], out['enc_bbox_preds'][None], metas,
+            gt_instances_list=binary, prefix='enc_'))
+        return losses, out['memory']
+
+    # ---------------------------------------------------------------- inference
+    def predict(self, feats: list[Tensor], data_samples: list[Any],
+                rescale: bool = True) -> list[InstanceData]:
+        """Detections of the last decoder layer.
+
+        Returns:
+            B ``InstanceData`` with ``bboxes (K, 4)`` xyxy pixels (of ``ori_shape`` when
+            ``rescale``, else of ``img_shape``), ``scores (K,)``, ``labels (K,)``,
+            K <= ``test_cfg['max_per_img']``.
+        """
+        metas = [s.metainfo for s in data_samples]
+        out = self.forward(feats, metas)
+        cls_scores, bbox_preds = out['all_cls_scores'][-1], out['all_bbox_preds'][-1]
+        return [self._predict_single(c, b, m, rescale)
+                for c, b, m in zip(cls_scores, bbox_preds, metas)]
+
+    def _predict_single(self, cls_score: Tensor, bbox_pred: Tensor, meta: dict[str, Any],
+                        rescale: bool) -> InstanceData:
+        """Top-k over (query x class) of one image: (Q, C) logits, (Q, 4) cxcywh."""
+        cfg = self.test_cfg
+        max_per_img = cfg['max_per_img'] if cfg['nms'] is None else self.num_queries
+        scores, indices = cls_score.sigmoid().flatten().topk(min(max_per_img, cls_score.numel()))
+        labels = indices % self.num_classes
+        boxes = bbox_pred[torch.div(indices, self.num_classes, rounding_mode='floor')]
+        keep = scores > cfg['score_thr']
+        scores, labels, boxes = scores[keep], labels[keep], boxes[keep]
+        img_h, img_w = meta['img_shape'][:2]
+        boxes = bbox_cxcywh_to_xyxy(boxes) * boxes.new_tensor([img_w, img_h, img_w, img_h])
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(min=0, max=img_w)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(min=0, max=img_h)
+        if rescale:
+            boxes = boxes / boxes.new_tensor(meta['scale_factor']).repeat(2)
+        if cfg['nms'] is not None:
+            dets, kept = batched_nms(boxes, scores, labels, cfg['nms'])
+            boxes, scores = dets[:cfg['max_per_img'], :4], dets[:cfg['max_per_img'], 4]
+            labels = labels[kept][:cfg['max_per_img']]
+        return InstanceData(bboxes=boxes, scores=scores, labels=labels)
