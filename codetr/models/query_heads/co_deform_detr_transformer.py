@@ -24,6 +24,22 @@ from ..layers.transformer.utils import get_valid_ratio
 PROPOSAL_EMBED_TEMPERATURE = 10000.0
 
 
+def proposal_pos_embed(boxes: Tensor, num_feats: int) -> Tensor:
+    """Sine embedding of two-stage proposals (official ``get_proposal_pos_embed``).
+
+    Args:
+        boxes: (B, Q, 4) ``cxcywh`` in [0, 1].
+        num_feats: features per coordinate (``embed_dims / 2``).
+
+    Returns:
+        (B, Q, 4 * num_feats) ordered ``[cx, cy, w, h]``, each ``[sin, cos, sin, ...]``.
+    """
+    # coordinate_to_encoding emits (y, x, w, h) of its input; feeding (cy, cx, w, h) gives
+    # the official (cx, cy, w, h) order.
+    return coordinate_to_encoding(boxes[..., [1, 0, 2, 3]], num_feats=num_feats,
+                                  temperature=PROPOSAL_EMBED_TEMPERATURE)
+
+
 @dataclass
 class FlatPyramid:
     """A multi-level feature pyramid flattened for the deformable attention.
@@ -135,11 +151,7 @@ class CoDeformableDetrTransformer(BaseModule):
         topk = torch.topk(enc_cls_scores[..., 0], num_queries, dim=1)[1]  # [B, Q]
         topk_coords = torch.gather(enc_coords_unact, 1, topk[..., None].expand(-1, -1, 4))
         reference_points = topk_coords.detach().sigmoid()
-        # The official embedding orders the features (cx, cy, w, h); coordinate_to_encoding
-        # emits (y, x, w, h) of its input, so it is fed (cy, cx, w, h).
-        embed = coordinate_to_encoding(reference_points[..., [1, 0, 2, 3]],
-                                       num_feats=self.embed_dims // 2,
-                                       temperature=PROPOSAL_EMBED_TEMPERATURE)
+        embed = proposal_pos_embed(reference_points, self.embed_dims // 2)
         pos_trans_out = self.pos_trans_norm(self.pos_trans(embed.to(memory)))
         # Mixed query selection: only the positional half is taken from the proposals.
         query_pos = pos_trans_out[..., :self.embed_dims]

@@ -1,11 +1,14 @@
 """CoDeformDETRHead (Co-Deformable-DETR one-to-one branch) at tiny widths."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from mmengine.structures import InstanceData
 
 from codetr.models.query_heads import co_deform_detr_head  # noqa: F401  (registers the head)
+from codetr.models.query_heads.co_deform_detr_transformer import proposal_pos_embed
 from codetr.registry import MODELS
 from codetr.structures import DetDataSample
 
@@ -27,13 +30,13 @@ def _layer_cfg(decoder: bool) -> dict:
     return cfg
 
 
-def _head(**kwargs):
+def _head(look_forward_twice: bool = True, **kwargs):
     transformer = dict(
         type='CoDeformableDetrTransformer', num_feature_levels=2,
         encoder=dict(type='DeformableDetrTransformerEncoder', num_layers=1,
                      layer_cfg=_layer_cfg(False)),
         decoder=dict(type='DeformableDetrTransformerDecoder', num_layers=NUM_LAYERS,
-                     layer_cfg=_layer_cfg(True), look_forward_twice=True))
+                     layer_cfg=_layer_cfg(True), look_forward_twice=look_forward_twice))
     cfg = dict(type='CoDeformDETRHead', num_classes=NUM_CLASSES, num_queries=NUM_QUERIES,
                transformer=transformer,
                positional_encoding=dict(num_feats=C // 2, normalize=True, offset=-0.5))
@@ -77,13 +80,8 @@ def test_loss_keys_values_and_memory_shapes():
 
 def test_every_parameter_gets_a_gradient():
     head = _head()
-    # Zero-initialised weights (regressor outputs, deformable offsets and attention weights)
-    # block the gradient of what feeds them at step 0; give them small values so the test
-    # sees every path.
-    with torch.no_grad():
-        for param in head.parameters():
-            if param.dim() > 1 and param.abs().sum() == 0:
-                param.normal_(std=1e-2)
+    # Regressor outputs, deformable offsets and attention weights start at zero.
+    _perturb_zero_weights(head)
     losses, memory = head.loss(_feats(), _samples())
     (sum(losses.values()) + sum(m.sum() for m in memory) * 0).backward()
     missing = [n for n, p in head.named_parameters()
@@ -164,3 +162,47 @@ def test_too_few_positions_for_the_queries_is_reported():
     head = _head(num_queries=200)  # the 64 x 80 input gives 8 * 10 + 4 * 5 = 100 positions
     with pytest.raises(ValueError, match='100 positions, fewer than num_queries=200'):
         head.loss(_feats(), _samples())
+
+
+def _perturb_zero_weights(head) -> None:
+    """Zero-initialised matrices block gradients at step 0; give them small values."""
+    with torch.no_grad():
+        for param in head.parameters():
+            if param.dim() > 1 and param.abs().sum() == 0:
+                param.normal_(std=1e-2)
+
+
+@pytest.mark.parametrize('look_forward_twice', [False, True])
+def test_look_forward_twice_lets_layer_1_boxes_train_layer_0_regressor(look_forward_twice):
+    head = _head(look_forward_twice=look_forward_twice)
+    _perturb_zero_weights(head)
+    samples = _samples()
+    out = head(_feats(), [s.metainfo for s in samples])
+    out['all_bbox_preds'][1].sum().backward()
+    grad = head.reg_branches[0][-1].weight.grad
+    reached = grad is not None and grad.abs().sum() > 0
+    assert reached == look_forward_twice
+
+
+def test_encoder_proposal_losses_ignore_the_class():
+    head = _head()
+    feats = _feats()
+    base, _ = head.loss(feats, _samples())
+    relabelled = _samples()
+    for sample in relabelled:
+        sample.gt_instances.labels = (sample.gt_instances.labels + 1) % NUM_CLASSES
+    other, _ = head.loss(feats, relabelled)
+    for name in ('enc_loss_cls', 'enc_loss_bbox', 'enc_loss_iou'):
+        torch.testing.assert_close(other[name], base[name])
+    assert not torch.isclose(other['loss_cls'], base['loss_cls'])
+
+
+def test_proposal_pos_embed_by_hand():
+    box = torch.tensor([[[0.25, 0.5, 0.1, 0.2]]])
+    embed = proposal_pos_embed(box, num_feats=4)
+    # dim_t = 10000 ** (2 * (i // 2) / 4) = [1, 1, 100, 100]; order cx, cy, w, h.
+    expected = []
+    for v in (0.25, 0.5, 0.1, 0.2):
+        a = 2 * math.pi * v
+        expected += [math.sin(a), math.cos(a), math.sin(a / 100), math.cos(a / 100)]
+    torch.testing.assert_close(embed[0, 0], torch.tensor(expected))
