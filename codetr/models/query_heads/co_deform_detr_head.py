@@ -30,6 +30,16 @@ DEFAULT_LOSS_CLS = dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.2
 DEFAULT_LOSS_BBOX = dict(type='L1Loss', loss_weight=5.0)
 DEFAULT_LOSS_IOU = dict(type='GIoULoss', loss_weight=2.0)
 DEFAULT_POSITIONAL_ENCODING = dict(num_feats=128, normalize=True, offset=-0.5)
+_R50_ATTN = dict(embed_dims=256, num_heads=8, num_levels=4, num_points=4, dropout=0.0)
+_R50_FFN = dict(embed_dims=256, feedforward_channels=2048, ffn_drop=0.0)
+CO_DEFORMABLE_DETR_R50_TRANSFORMER = dict(
+    type='CoDeformableDetrTransformer', num_feature_levels=4,
+    encoder=dict(type='DeformableDetrTransformerEncoder', num_layers=6,
+                 layer_cfg=dict(self_attn_cfg=_R50_ATTN, ffn_cfg=_R50_FFN)),
+    decoder=dict(type='DeformableDetrTransformerDecoder', num_layers=6,
+                 look_forward_twice=True,
+                 layer_cfg=dict(self_attn_cfg=dict(embed_dims=256, num_heads=8, dropout=0.0),
+                                cross_attn_cfg=_R50_ATTN, ffn_cfg=_R50_FFN)))
 # Initial foreground probability of the classifiers (DETR-family focal-loss heads).
 PRIOR_PROB = 0.01
 
@@ -48,7 +58,8 @@ class CoDeformDETRHead(BaseModule):
 
     Args:
         num_classes: number of object classes.
-        transformer: ``CoDeformableDetrTransformer`` config.
+        transformer: ``CoDeformableDetrTransformer`` config; defaults to the official R50
+            one (:data:`CO_DEFORMABLE_DETR_R50_TRANSFORMER`).
         num_queries: decoder queries, also the number of two-stage proposals (300).
         positional_encoding: ``SinePositionalEncoding`` kwargs (official: normalised,
             offset -0.5, 128 features per axis).
@@ -62,7 +73,8 @@ class CoDeformDETRHead(BaseModule):
         init_cfg: mmengine initialisation config.
     """
 
-    def __init__(self, num_classes: int, transformer: dict, num_queries: int = 300,
+    def __init__(self, num_classes: int, transformer: dict | None = None,
+                 num_queries: int = 300,
                  positional_encoding: dict | None = None, loss_cls: dict | None = None,
                  loss_bbox: dict | None = None, loss_iou: dict | None = None,
                  num_reg_fcs: int = 2, sync_cls_avg_factor: bool = True,
@@ -72,7 +84,8 @@ class CoDeformDETRHead(BaseModule):
         self.num_classes = num_classes
         self.num_queries = num_queries
         self.test_cfg = {'max_per_img': 100, 'score_thr': 0.0, 'nms': None, **(test_cfg or {})}
-        self.transformer = MODELS.build(transformer)
+        self.transformer = MODELS.build(
+            copy.deepcopy(transformer or CO_DEFORMABLE_DETR_R50_TRANSFORMER))
         self.embed_dims = self.transformer.embed_dims
         self.positional_encoding = SinePositionalEncoding(
             **(positional_encoding or DEFAULT_POSITIONAL_ENCODING))
@@ -109,6 +122,10 @@ class CoDeformDETRHead(BaseModule):
     def _masks_and_pos(self, feats: list[Tensor], metas: list[dict[str, Any]]
                        ) -> tuple[list[Tensor], list[Tensor]]:
         """Per level (B, h, w) padding masks (True = padding) and (B, C, h, w) encodings."""
+        if any('img_shape' not in m for m in metas):
+            raise KeyError('CoDeformDETRHead needs metainfo img_shape in every data sample '
+                           '(PackDetInputs sets it) and batch_input_shape for padded batches '
+                           '(DetDataPreprocessor sets it)')
         batch_h, batch_w = metas[0].get('batch_input_shape', metas[0]['img_shape'])[:2]
         img_masks = feats[0].new_ones(len(metas), batch_h, batch_w)
         for i, meta in enumerate(metas):
@@ -121,12 +138,13 @@ class CoDeformDETRHead(BaseModule):
             pos.append(self.positional_encoding(mask).to(feat))
         return masks, pos
 
-    def forward(self, feats: list[Tensor], metas: list[dict[str, Any]]) -> dict[str, Any]:
+    def forward(self, feats: list[Tensor], data_samples: list[Any]) -> dict[str, Any]:
         """Run encoder, proposal selection and decoder.
 
         Args:
             feats: L levels (B, C, h_l, w_l) from the neck.
-            metas: B metainfo dicts with ``img_shape`` and ``batch_input_shape``.
+            data_samples: B samples whose metainfo holds ``img_shape`` and
+                ``batch_input_shape``.
 
         Returns:
             dict with ``all_cls_scores (N, B, Q, num_classes)`` logits, ``all_bbox_preds
@@ -134,7 +152,7 @@ class CoDeformDETRHead(BaseModule):
             ``enc_bbox_preds (B, S, 4)`` and ``memory``: L levels (B, C, h_l, w_l) of the
             encoder output.
         """
-        masks, pos = self._masks_and_pos(feats, metas)
+        masks, pos = self._masks_and_pos(feats, [s.metainfo for s in data_samples])
         flat: FlatPyramid = self.transformer.flatten(feats, masks, pos)
         memory = self.transformer.encode(flat)
         num_layers = self.transformer.num_layers
@@ -177,7 +195,7 @@ class CoDeformDETRHead(BaseModule):
         """
         metas = [s.metainfo for s in data_samples]
         gts = [s.gt_instances for s in data_samples]
-        out = self.forward(feats, metas)
+        out = self.forward(feats, data_samples)
         losses = self.criterion.loss_layers(out['all_cls_scores'], out['all_bbox_preds'],
                                             metas, gt_instances_list=gts)
         # The encoder proposals are trained as a binary objectness score: every GT is class 0.
@@ -198,7 +216,7 @@ class CoDeformDETRHead(BaseModule):
             K <= ``test_cfg['max_per_img']``.
         """
         metas = [s.metainfo for s in data_samples]
-        out = self.forward(feats, metas)
+        out = self.forward(feats, data_samples)
         cls_scores, bbox_preds = out['all_cls_scores'][-1], out['all_bbox_preds'][-1]
         return [self._predict_single(c, b, m, rescale)
                 for c, b, m in zip(cls_scores, bbox_preds, metas)]

@@ -104,7 +104,7 @@ def test_initial_predictions_are_the_top_proposals_by_class_0():
     head = _head().eval()
     samples = _samples()
     with torch.no_grad():
-        out = head(_feats(), [s.metainfo for s in samples])
+        out = head(_feats(), samples)
     assert out['all_cls_scores'].shape == (NUM_LAYERS, 2, NUM_QUERIES, NUM_CLASSES)
     assert out['enc_cls_scores'].shape == (2, 8 * 10 + 4 * 5, NUM_CLASSES)
     top = out['enc_cls_scores'][..., 0].topk(NUM_QUERIES, dim=1)[1]
@@ -177,7 +177,7 @@ def test_look_forward_twice_lets_layer_1_boxes_train_layer_0_regressor(look_forw
     head = _head(look_forward_twice=look_forward_twice)
     _perturb_zero_weights(head)
     samples = _samples()
-    out = head(_feats(), [s.metainfo for s in samples])
+    out = head(_feats(), samples)
     out['all_bbox_preds'][1].sum().backward()
     grad = head.reg_branches[0][-1].weight.grad
     reached = grad is not None and grad.abs().sum() > 0
@@ -206,3 +206,17 @@ def test_proposal_pos_embed_by_hand():
         a = 2 * math.pi * v
         expected += [math.sin(a), math.cos(a), math.sin(a / 100), math.cos(a / 100)]
     torch.testing.assert_close(embed[0, 0], torch.tensor(expected))
+
+
+def test_default_transformer_is_the_official_r50_one():
+    head = MODELS.build(dict(type='CoDeformDETRHead', num_classes=80))
+    shapes = {k: tuple(v.shape) for k, v in head.state_dict().items()}
+    assert shapes['query_embedding.weight'] == (300, 256)
+    assert shapes['transformer.level_embeds'] == (4, 256)
+    assert shapes['transformer.pos_trans.weight'] == (512, 512)
+    assert shapes['cls_branches.6.weight'] == (80, 256)  # 6 decoder layers + proposals
+    assert 'cls_branches.7.weight' not in shapes
+    assert shapes['transformer.encoder.layers.5.ffns.0.layers.1.weight'] == (256, 2048)
+    assert shapes['transformer.decoder.layers.5.attentions.1.sampling_offsets.weight'] == (
+        256, 256)  # 8 heads x 4 levels x 4 points x 2
+    assert head.transformer.decoder.look_forward_twice
