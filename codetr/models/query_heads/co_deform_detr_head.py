@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from codetr.registry import MODELS
 from codetr.structures import bbox_cxcywh_to_xyxy
 
-from ..layers import SinePositionalEncoding, batched_nms, inverse_sigmoid
+from ..layers import batched_nms, inverse_sigmoid
 from .co_deform_detr_transformer import FlatPyramid
 from .detr_criterion import DetrCriterion
 
@@ -87,8 +87,9 @@ class CoDeformDETRHead(BaseModule):
         self.transformer = MODELS.build(
             copy.deepcopy(transformer or CO_DEFORMABLE_DETR_R50_TRANSFORMER))
         self.embed_dims = self.transformer.embed_dims
-        self.positional_encoding = SinePositionalEncoding(
-            **(positional_encoding or DEFAULT_POSITIONAL_ENCODING))
+        pe_cfg = copy.deepcopy(positional_encoding or DEFAULT_POSITIONAL_ENCODING)
+        pe_cfg.setdefault('type', 'SinePositionalEncoding')
+        self.positional_encoding = MODELS.build(pe_cfg)
         if 2 * self.positional_encoding.num_feats != self.embed_dims:
             raise ValueError(f'positional_encoding.num_feats must be embed_dims / 2 = '
                              f'{self.embed_dims // 2}, got {self.positional_encoding.num_feats}')

@@ -39,7 +39,8 @@ def _head(look_forward_twice: bool = True, **kwargs):
                      layer_cfg=_layer_cfg(True), look_forward_twice=look_forward_twice))
     cfg = dict(type='CoDeformDETRHead', num_classes=NUM_CLASSES, num_queries=NUM_QUERIES,
                transformer=transformer,
-               positional_encoding=dict(num_feats=C // 2, normalize=True, offset=-0.5))
+               positional_encoding=dict(type='SinePositionalEncoding', num_feats=C // 2,
+                                        normalize=True, offset=-0.5))
     cfg.update(kwargs)
     torch.manual_seed(0)
     head = MODELS.build(cfg)
