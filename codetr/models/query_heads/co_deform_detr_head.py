@@ -12,17 +12,17 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from codetr.registry import MODELS
-from codetr.structures import bbox_cxcywh_to_xyxy
 
-from ..layers import batched_nms, inverse_sigmoid
+from ..layers import inverse_sigmoid
 from .co_deform_detr_transformer import FlatPyramid
+from .co_dino_head import level_padding_masks
 from .detr_criterion import DetrCriterion
+from .postprocess import detr_postprocess
 
 # Official Co-Deformable-DETR R50 query head (projects/configs/co_deformable_detr/).
 DEFAULT_LOSS_CLS = dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
@@ -120,25 +120,6 @@ class CoDeformDETRHead(BaseModule):
             nn.init.zeros_(branch[-1].bias)
 
     # ------------------------------------------------------------------ forward
-    def _masks_and_pos(self, feats: list[Tensor], metas: list[dict[str, Any]]
-                       ) -> tuple[list[Tensor], list[Tensor]]:
-        """Per level (B, h, w) padding masks (True = padding) and (B, C, h, w) encodings."""
-        if any('img_shape' not in m for m in metas):
-            raise KeyError('CoDeformDETRHead needs metainfo img_shape in every data sample '
-                           '(PackDetInputs sets it) and batch_input_shape for padded batches '
-                           '(DetDataPreprocessor sets it)')
-        batch_h, batch_w = metas[0].get('batch_input_shape', metas[0]['img_shape'])[:2]
-        img_masks = feats[0].new_ones(len(metas), batch_h, batch_w)
-        for i, meta in enumerate(metas):
-            img_h, img_w = meta['img_shape'][:2]
-            img_masks[i, :img_h, :img_w] = 0
-        masks, pos = [], []
-        for feat in feats:
-            mask = F.interpolate(img_masks[None], size=feat.shape[-2:])[0].bool()
-            masks.append(mask)
-            pos.append(self.positional_encoding(mask).to(feat))
-        return masks, pos
-
     def forward(self, feats: list[Tensor], data_samples: list[Any]) -> dict[str, Any]:
         """Run encoder, proposal selection and decoder.
 
@@ -153,7 +134,8 @@ class CoDeformDETRHead(BaseModule):
             ``enc_bbox_preds (B, S, 4)`` and ``memory``: L levels (B, C, h_l, w_l) of the
             encoder output.
         """
-        masks, pos = self._masks_and_pos(feats, [s.metainfo for s in data_samples])
+        masks = level_padding_masks(feats, data_samples)
+        pos = [self.positional_encoding(mask).to(feat) for mask, feat in zip(masks, feats)]
         flat: FlatPyramid = self.transformer.flatten(feats, masks, pos)
         memory = self.transformer.encode(flat)
         num_layers = self.transformer.num_layers
@@ -216,30 +198,15 @@ class CoDeformDETRHead(BaseModule):
             ``rescale``, else of ``img_shape``), ``scores (K,)``, ``labels (K,)``,
             K <= ``test_cfg['max_per_img']``.
         """
-        metas = [s.metainfo for s in data_samples]
         out = self.forward(feats, data_samples)
-        cls_scores, bbox_preds = out['all_cls_scores'][-1], out['all_bbox_preds'][-1]
-        return [self._predict_single(c, b, m, rescale)
-                for c, b, m in zip(cls_scores, bbox_preds, metas)]
-
-    def _predict_single(self, cls_score: Tensor, bbox_pred: Tensor, meta: dict[str, Any],
-                        rescale: bool) -> InstanceData:
-        """Top-k over (query x class) of one image: (Q, C) logits, (Q, 4) cxcywh."""
         cfg = self.test_cfg
-        max_per_img = cfg['max_per_img'] if cfg['nms'] is None else self.num_queries
-        scores, indices = cls_score.sigmoid().flatten().topk(min(max_per_img, cls_score.numel()))
-        labels = indices % self.num_classes
-        boxes = bbox_pred[torch.div(indices, self.num_classes, rounding_mode='floor')]
-        keep = scores > cfg['score_thr']
-        scores, labels, boxes = scores[keep], labels[keep], boxes[keep]
-        img_h, img_w = meta['img_shape'][:2]
-        boxes = bbox_cxcywh_to_xyxy(boxes) * boxes.new_tensor([img_w, img_h, img_w, img_h])
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(min=0, max=img_w)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(min=0, max=img_h)
-        if rescale:
-            boxes = boxes / boxes.new_tensor(meta['scale_factor']).repeat(2)
-        if cfg['nms'] is not None:
-            dets, kept = batched_nms(boxes, scores, labels, cfg['nms'])
-            boxes, scores = dets[:cfg['max_per_img'], :4], dets[:cfg['max_per_img'], 4]
-            labels = labels[kept][:cfg['max_per_img']]
-        return InstanceData(bboxes=boxes, scores=scores, labels=labels)
+        # With NMS the official head post-processes all num_queries top pairs, then caps.
+        top_k = cfg['max_per_img'] if cfg['nms'] is None else self.num_queries
+        results = []
+        for cls_score, bbox_pred, sample in zip(out['all_cls_scores'][-1],
+                                                out['all_bbox_preds'][-1], data_samples):
+            result = detr_postprocess(cls_score, bbox_pred, sample.metainfo, max_per_img=top_k,
+                                      score_thr=cfg['score_thr'], nms=cfg['nms'],
+                                      rescale=rescale)
+            results.append(result[:cfg['max_per_img']])
+        return results
