@@ -5,7 +5,8 @@ runner_type = 'CodetrRunner'
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50),
+    # LoggerHook whose test-metrics JSON is written by one rank (mmengine's by all).
+    logger=dict(type='DistSafeLoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
     # Writes atomically and deletes the oldest file only after the new one is complete.
     checkpoint=dict(type='AtomicCheckpointHook', interval=1, max_keep_ckpts=3),

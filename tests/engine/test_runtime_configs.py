@@ -34,7 +34,8 @@ def test_default_runtime_values():
     assert cfg.default_scope == 'codetr' and cfg.runner_type == 'CodetrRunner'
     hooks = cfg.default_hooks
     assert hooks.checkpoint == dict(type='AtomicCheckpointHook', interval=1, max_keep_ckpts=3)
-    assert hooks.logger.interval == 50 and hooks.nonfinite_loss.max_nonfinite_skips == 0
+    assert hooks.logger == dict(type='DistSafeLoggerHook', interval=50)
+    assert hooks.nonfinite_loss.max_nonfinite_skips == 0
     assert {'timer', 'param_scheduler', 'sampler_seed'} <= set(hooks)
     assert cfg.env_cfg.cudnn_benchmark is False and cfg.env_cfg.dist_cfg.backend == 'nccl'
     assert cfg.log_processor.by_epoch and cfg.load_from is None and cfg.resume is False

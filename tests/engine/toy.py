@@ -148,7 +148,7 @@ def toy_config(work_dir: str, max_epochs: int = 2, length: int = 8, batch_size: 
         default_hooks=dict(
             checkpoint=dict(type='AtomicCheckpointHook', interval=1, max_keep_ckpts=2),
             nonfinite_loss=dict(type='NonFiniteLossHook', max_nonfinite_skips=0),
-            logger=dict(type='LoggerHook', interval=1)),
+            logger=dict(type='DistSafeLoggerHook', interval=1)),
         randomness=dict(seed=0),
         env_cfg=dict(dist_cfg=dict(backend='gloo')),
         log_level='WARNING',
