@@ -42,7 +42,8 @@ def needs_cuda_free_init() -> bool:
 
 
 def cuda_free_init_dist(launcher: str, backend: str = 'gloo', port: int | None = None,
-                        timeout: float | None = None, **kwargs) -> None:
+                        timeout: float | None = None, init_backend: str = 'torch',
+                        **kwargs) -> None:
     """Create the default process group for ``launcher`` without ``torch.cuda.set_device``.
 
     Args:
@@ -51,7 +52,11 @@ def cuda_free_init_dist(launcher: str, backend: str = 'gloo', port: int | None =
         backend: must work on CPU; 'nccl' is replaced by 'gloo' with a warning.
         port: master port for slurm; defaults to $MASTER_PORT or 29500.
         timeout: seconds, as in mmengine's ``dist_cfg``.
+        init_backend: only 'torch'; mmengine's 'deepspeed'/'colossalai' need GPUs.
     """
+    if init_backend != 'torch':
+        raise ValueError(f"dist_cfg.init_backend={init_backend!r} needs CUDA; use 'torch' "
+                         'for CPU-only runs')
     if backend == 'nccl':
         warnings.warn('CUDA is not available: using the gloo backend instead of nccl.')
         backend = 'gloo'

@@ -10,7 +10,7 @@ import torch
 from mmengine.config import Config
 
 from codetr.engine import adapt_cfg_to_device
-from codetr.engine.distributed import _slurm_env
+from codetr.engine.distributed import _slurm_env, cuda_free_init_dist
 from codetr.registry import RUNNERS
 
 from ..conftest import ROOT
@@ -104,3 +104,18 @@ def test_slurm_train_script_builds_the_srun_command(tmp_path):
     assert args[:2] == ['-p', 'gpu'] and '--ntasks=4' in args and '--gres=gpu:2' in args
     assert args[-5:] == [str(ROOT / 'tools' / 'train.py'), 'cfg.py', '--work-dir=out',
                          '--launcher=slurm', '--amp']
+
+
+def test_cuda_free_init_replaces_nccl_by_gloo(monkeypatch):
+    for key, value in dict(RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1',
+                           MASTER_PORT=str(_free_port())).items():
+        monkeypatch.setenv(key, value)
+    with pytest.warns(UserWarning, match='using the gloo backend instead of nccl'):
+        cuda_free_init_dist('pytorch', backend='nccl', timeout=30)
+    try:
+        assert torch.distributed.get_backend() == 'gloo'
+        assert torch.distributed.get_world_size() == 1
+    finally:
+        torch.distributed.destroy_process_group()
+    with pytest.raises(ValueError, match="init_backend='deepspeed' needs CUDA"):
+        cuda_free_init_dist('pytorch', init_backend='deepspeed')
