@@ -6,56 +6,16 @@ import copy
 import pytest
 import torch
 from mmengine.structures import InstanceData
-from torch import nn
 
 from codetr.registry import MODELS
-from codetr.structures import DetDataSample, bbox_cxcywh_to_xyxy
+from codetr.structures import DetDataSample
 
 NUM_CLASSES = 4
 EMBED = 32
-LOSS_KEYS = ('loss_cls', 'loss_bbox', 'loss_iou')
+# Last layer, earlier layer, encoder proposals and denoising queries (MMDetection's names).
+LOSS_KEYS = tuple(f'{prefix}loss_{name}' for prefix in ('', 'd0.', 'enc_', 'dn_', 'd0.dn_')
+                  for name in ('cls', 'bbox', 'iou'))
 
-
-class StubQueryHead(nn.Module):
-    """Stand-in for CoDINOHead with the query-head contract (until the real head lands):
-    Q boxes and class logits from the pooled coarsest level."""
-
-    def __init__(self, num_classes: int, embed_dims: int, num_queries: int = 10,
-                 train_cfg: dict | None = None, test_cfg: dict | None = None, **_) -> None:
-        super().__init__()
-        self.num_classes, self.num_queries = num_classes, num_queries
-        self.train_cfg, self.test_cfg = train_cfg, test_cfg or {}
-        self.cls = nn.Linear(embed_dims, num_queries * num_classes)
-        self.reg = nn.Linear(embed_dims, num_queries * 4)
-
-    def forward(self, feats, data_samples=None):
-        pooled = feats[-1].mean((2, 3)) + feats[0].mean((2, 3))  # (B, C)
-        b = pooled.size(0)
-        return (self.cls(pooled).view(b, self.num_queries, self.num_classes),
-                self.reg(pooled).view(b, self.num_queries, 4).sigmoid())
-
-    def loss(self, feats, data_samples):
-        logits, boxes = self(feats)
-        losses = dict(loss_cls=logits.sigmoid().mean(), loss_bbox=boxes.mean(),
-                      loss_iou=boxes.std())
-        return losses, feats
-
-    def predict(self, feats, data_samples, rescale=True):
-        logits, boxes = self(feats)
-        results = []
-        for logit, box, sample in zip(logits, boxes, data_samples):
-            scores, idx = logit.sigmoid().flatten().topk(self.test_cfg.get('max_per_img', 5))
-            h, w = sample.img_shape
-            xyxy = bbox_cxcywh_to_xyxy(box[idx // self.num_classes]) * box.new_tensor([w, h] * 2)
-            xyxy = xyxy.clamp(min=0).minimum(box.new_tensor([w, h] * 2))
-            if rescale:
-                xyxy = xyxy / xyxy.new_tensor(sample.scale_factor).repeat(2)
-            results.append(InstanceData(bboxes=xyxy, scores=scores,
-                                        labels=idx % self.num_classes))
-        return results
-
-
-MODELS.register_module('StubQueryHeadForCoDETRTest', module=StubQueryHead)
 
 
 def tiny_head_cfg(num_classes: int = NUM_CLASSES) -> dict:
@@ -65,9 +25,10 @@ def tiny_head_cfg(num_classes: int = NUM_CLASSES) -> dict:
     return dict(
         type='CoDINOHead', num_classes=num_classes, embed_dims=EMBED, num_queries=10,
         transformer=dict(
-            num_feature_levels=2,
-            encoder=dict(num_layers=1, layer_cfg=dict(self_attn_cfg=attn, ffn_cfg=ffn)),
-            decoder=dict(num_layers=2, layer_cfg=dict(
+            type='CoDinoTransformer', num_feature_levels=2,
+            encoder=dict(type='DeformableDetrTransformerEncoder', num_layers=1,
+                         layer_cfg=dict(self_attn_cfg=attn, ffn_cfg=ffn)),
+            decoder=dict(type='DinoTransformerDecoder', num_layers=2, layer_cfg=dict(
                 self_attn_cfg=dict(embed_dims=EMBED, num_heads=2, dropout=0.0),
                 cross_attn_cfg=attn, ffn_cfg=ffn))),
         positional_encoding=dict(num_feats=EMBED // 2, temperature=20, normalize=True),
@@ -84,8 +45,7 @@ def tiny_model_cfg(**overrides) -> dict:
                       norm_eval=False),
         neck=dict(type='ChannelMapper', in_channels=[256, 512], kernel_size=1,
                   out_channels=EMBED, norm_cfg=dict(type='GN', num_groups=8), num_outs=2),
-        query_head=dict(type='StubQueryHeadForCoDETRTest', num_classes=NUM_CLASSES,
-                        embed_dims=EMBED),
+        query_head=tiny_head_cfg(),
         train_cfg=dict(query_head=dict(assigner=dict(type='HungarianAssigner'))),
         test_cfg=dict(query_head=dict(max_per_img=7)))
     cfg.update(overrides)
@@ -165,22 +125,11 @@ def test_tensor_mode_gives_head_outputs(model):
     model.eval()
     data = model.data_preprocessor(make_batch([(64, 64), (48, 56)]), training=False)
     with torch.no_grad():
-        outputs = model(**data, mode='tensor')
-    tensors = [t for t in _flatten(outputs)]
-    assert tensors and all(torch.isfinite(t).all() for t in tensors)
-    assert any(t.shape[-1] == NUM_CLASSES for t in tensors)  # class logits
-    assert any(t.shape[-1] == 4 for t in tensors)  # boxes
-
-
-def _flatten(obj):
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (list, tuple)):
-        for item in obj:
-            yield from _flatten(item)
-    elif isinstance(obj, dict):
-        for item in obj.values():
-            yield from _flatten(item)
+        cls_scores, bbox_preds = model(**data, mode='tensor')
+    # (decoder layers, B, queries, classes) logits and (..., 4) normalised cxcywh boxes
+    assert cls_scores.shape == (2, 2, 10, NUM_CLASSES) and bbox_preds.shape == (2, 2, 10, 4)
+    assert torch.isfinite(cls_scores).all()
+    assert bbox_preds.min() >= 0 and bbox_preds.max() <= 1
 
 
 def test_label_outside_num_classes_raises_with_the_fix():
