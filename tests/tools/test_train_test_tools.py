@@ -7,8 +7,10 @@ import sys
 
 import pytest
 import torch
+from mmengine.config import Config
 
-from tests.engine.toy import toy_config_text
+from codetr.registry import RUNNERS
+from tests.engine.toy import toy_config, toy_config_text
 
 from ..conftest import ROOT
 
@@ -141,7 +143,7 @@ def _run_tool(*args: str) -> subprocess.CompletedProcess:
     return result
 
 
-def test_train_resume_then_test_end_to_end(config, tmp_path):
+def test_train_then_bare_resume_end_to_end(config, tmp_path):
     work = tmp_path / 'work'
     _run_tool('tools/train.py', config)
     assert (work / 'last_checkpoint').read_text() == str(work / 'epoch_1.pth')
@@ -149,8 +151,15 @@ def test_train_resume_then_test_end_to_end(config, tmp_path):
     _run_tool('tools/train.py', config, '--resume', '--cfg-options', 'train_cfg.max_epochs=2')
     resumed = torch.load(work / 'epoch_2.pth')
     assert resumed['meta']['epoch'] == 2 and resumed['meta']['iter'] == 8
-    _run_tool('tools/test.py', config, str(work / 'epoch_2.pth'), '--work-dir',
+
+
+def test_test_tool_end_to_end(config, tmp_path):
+    runner = RUNNERS.build(Config(toy_config(str(tmp_path / 'train'), max_epochs=1)))
+    runner.train()
+    expected = runner.test()
+    _run_tool('tools/test.py', config, str(tmp_path / 'train' / 'epoch_1.pth'), '--work-dir',
               str(tmp_path / 'test'))
     log = next((tmp_path / 'test').glob('*/*.json'))
     metrics = json.loads(log.read_text().strip().splitlines()[-1])
-    assert metrics['toy/count'] == 8.0 and metrics['toy/mse'] >= 0.0
+    assert metrics['toy/count'] == 8.0
+    assert metrics['toy/mse'] == pytest.approx(expected['toy/mse'], rel=1e-6, abs=0)
