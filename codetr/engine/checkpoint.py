@@ -38,14 +38,33 @@ def _numpy_dtype_classes() -> list[type]:
     return [getattr(dtypes, n) for n in names if hasattr(dtypes, n)]
 
 
+# HistoryBuffer's built-in statistics; ``register_statistics`` may add more at run time.
+_HISTORY_STATISTICS = frozenset({'min', 'max', 'mean', 'current'})
+
+
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    """``getattr`` restricted to ``HistoryBuffer``'s registered statistics methods.
+
+    Stands in for ``builtins.getattr`` while unpickling, so a checkpoint can restore a
+    ``HistoryBuffer`` but cannot reach any other attribute of any other object.
+    """
+    allowed = _HISTORY_STATISTICS.union(HistoryBuffer._statistics_methods)
+    if obj is HistoryBuffer and name in allowed:
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(
+        f'Unsupported global: getattr({getattr(obj, "__qualname__", type(obj).__name__)}, '
+        f'{name!r}) is not allowlisted via `add_safe_globals`; a checkpoint may only look up '
+        f'HistoryBuffer statistics methods.')
+
+
 SAFE_GLOBALS: list[Any] = [
     # message_hub.log_scalars: every logged scalar ('loss', 'lr', 'time', ...) is kept in a
     # HistoryBuffer, whose state is two numpy arrays.
     HistoryBuffer,
     # HistoryBuffer.__getstate__ also pickles its statistics functions (min, max, mean,
-    # current) as ``getattr(HistoryBuffer, 'min')``. Allowing getattr only lets a pickle
-    # read attributes: torch's weights-only REDUCE still calls allow-listed callables only.
-    getattr,
+    # current) as ``getattr(HistoryBuffer, 'min')``. The name ``builtins.getattr`` is
+    # mapped to a stand-in that resolves exactly those look-ups and refuses any other.
+    (_history_buffer_getattr, 'builtins.getattr'),
     # How numpy arrays pickle: ndarray.__reduce__ names _reconstruct, ndarray and a dtype.
     _numpy_core_global('_reconstruct'),
     np.ndarray,

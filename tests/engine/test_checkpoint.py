@@ -6,6 +6,7 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.fileio.backends import LocalBackend
+from mmengine.logging import HistoryBuffer
 
 from codetr.engine import SAFE_GLOBALS, CheckpointError, load_checkpoint
 from codetr.registry import RUNNERS
@@ -36,7 +37,21 @@ def test_runner_checkpoint_loads_with_weights_only_default(trained):
     checkpoint = torch.load(trained / 'epoch_2.pth')
     assert checkpoint['meta']['epoch'] == 2
     assert set(checkpoint) >= {'state_dict', 'meta', 'message_hub', 'optimizer'}
-    assert getattr in SAFE_GLOBALS and ForeignObject not in SAFE_GLOBALS
+    assert getattr not in SAFE_GLOBALS and ForeignObject not in SAFE_GLOBALS
+
+
+class _ReadsAnAttribute:
+    """Pickles as ``getattr(HistoryBuffer, '__init__')``: not a statistics method."""
+
+    def __reduce__(self):
+        return getattr, (HistoryBuffer, '__init__')
+
+
+def test_getattr_is_limited_to_history_buffer_statistics(tmp_path):
+    path = tmp_path / 'reads_attribute.pth'
+    torch.save({'state_dict': {}, 'meta': {'x': _ReadsAnAttribute()}}, path)
+    with pytest.raises(CheckpointError, match='allow-list'):
+        load_checkpoint(str(path))
 
 
 def test_missing_file_message(tmp_path):
