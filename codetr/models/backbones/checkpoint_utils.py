@@ -10,7 +10,6 @@ import logging
 import pickle
 from pathlib import Path
 
-import numpy as np
 import torch
 from mmengine.logging import print_log
 from torch import nn
@@ -22,17 +21,6 @@ _REMOTE_PREFIXES = ('http://', 'https://', 'torchvision://', 'open-mmlab://', 'm
 _CLASSIFIER_PREFIXES = ('fc.',)
 
 
-def _numpy_safe_globals() -> list:
-    """The numpy types that checkpoint ``meta`` entries hold (scalars, small arrays).
-
-    ``torch.load(weights_only=True)`` refuses them; allow-listing exactly these keeps the
-    safe loader instead of falling back to arbitrary unpickling.
-    """
-    multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
-    dtypes = [type(np.dtype(name)) for name in ('float64', 'float32', 'int64', 'int32', 'bool')]
-    return [np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar, *dtypes]
-
-
 def read_checkpoint(path: str | Path) -> dict:
     """Read a local checkpoint file with ``torch.load(weights_only=True)`` on the CPU.
 
@@ -40,7 +28,7 @@ def read_checkpoint(path: str | Path) -> dict:
         ValueError: ``path`` is a URL or a model-zoo name (download the file and give its path).
         FileNotFoundError: no file at ``path``.
         ValueError: the file pickles objects that are not allow-listed for weights-only
-            loading (numpy values here; mmengine's logging buffers through ``codetr.engine``).
+            loading (the allow-list is ``codetr.engine.checkpoint.SAFE_GLOBALS``).
     """
     path_str = str(path)
     if path_str.startswith(_REMOTE_PREFIXES):
@@ -51,8 +39,11 @@ def read_checkpoint(path: str | Path) -> dict:
                                 f'init_cfg.checkpoint (or set init_cfg=None to train from '
                                 f'scratch).')
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            return torch.load(path_str, map_location='cpu', weights_only=True)
+        # One allow-list for the whole project (numpy values, mmengine's logging buffers);
+        # torch's safe_globals context manager would drop entries added by others on exit.
+        from codetr.engine.checkpoint import allow_mmengine_checkpoint_types
+        allow_mmengine_checkpoint_types()
+        return torch.load(path_str, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as err:
         # anything beyond tensors, numpy values and (once codetr.engine is imported) the
         # Runner's logging buffers: unpickling it could run code, so refuse and explain
