@@ -2,7 +2,9 @@
 # from scratch, 3 levels of 64 channels, one encoder and two decoder layers, on the
 # synthetic shapes set (`make demo` writes data/synthetic/: 64 train, 16 val images).
 #   python tools/train.py configs/quickstart/dino_r18_quickstart_synthetic.py
-# Every epoch ends with a validation pass that prints the COCO AP table.
+# Every epoch ends with a validation pass that prints the COCO AP table. Measured on a
+# shared 2-core CPU: 4 epochs (128 iterations + 4 evaluations) in 4 min 48 s; the loss falls
+# from ~15 to ~13.5 and box AP50 rises from 0.000 to 0.006 (a pipeline check, not a model).
 _base_ = [
     '../_base_/models/dino_5scale_r50.py',
     '../_base_/datasets/synthetic_detection.py',
@@ -42,8 +44,9 @@ max_epochs = 4
 train_cfg = dict(max_epochs=max_epochs, val_interval=1)
 param_scheduler = [dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[3],
                         gamma=0.1)]
-# Training from scratch: the backbone learns at the full rate.
-optim_wrapper = dict(optimizer=dict(lr=2e-4), clip_grad=dict(max_norm=1.0),
+# A small model from scratch on a small batch: 5x the official lr (2e-4) and a looser clip
+# (official 0.1) so that a few epochs learn something; the backbone learns at the full rate.
+optim_wrapper = dict(optimizer=dict(lr=1e-3), clip_grad=dict(max_norm=1.0),
                      paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=1.0)}))
 default_hooks = dict(logger=dict(interval=8), checkpoint=dict(interval=1, max_keep_ckpts=1))
 log_processor = dict(window_size=8)
