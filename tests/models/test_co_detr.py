@@ -172,3 +172,14 @@ def test_branch_cfgs_reach_the_head_and_conflicts_raise():
     cfg['query_head']['test_cfg'] = dict(max_per_img=3)
     with pytest.raises(ValueError, match='model.query_head.test_cfg and model.test_cfg'):
         MODELS.build(cfg)
+
+
+def test_loss_with_an_image_without_boxes(model):
+    model.train()
+    batch = make_batch([(64, 64), (48, 56)])
+    empty = batch['data_samples'][1].gt_instances
+    batch['data_samples'][1].gt_instances = empty[empty.labels < 0]  # no boxes left
+    data = model.data_preprocessor(batch, training=True)
+    losses = model(**data, mode='loss')
+    total, _ = model.parse_losses(losses)
+    assert torch.isfinite(total) and losses['loss_cls'] > 0
