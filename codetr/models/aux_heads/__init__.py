@@ -1,0 +1,1 @@
+from .co_fcos_head import CoFCOSHead  # noqa: F401
