@@ -1,3 +1,7 @@
+"""Collaborative modules: the multi-scale adapter, aux positives and positive queries."""
+from .adapter import MultiScaleAdapter
+from .pos_query_generator import PositiveQueryGenerator, positive_box_embedding
 from .positives import MAX_POS_COORDS, MIN_POS_COORDS, AuxPositives, select_positives
 
-__all__ = ['AuxPositives', 'select_positives', 'MIN_POS_COORDS', 'MAX_POS_COORDS']
+__all__ = ['AuxPositives', 'MultiScaleAdapter', 'PositiveQueryGenerator', 'select_positives',
+           'positive_box_embedding', 'MIN_POS_COORDS', 'MAX_POS_COORDS']
