@@ -1,5 +1,6 @@
 # Importing a subpackage registers its modules; each subpackage's __init__ imports its files.
 from . import (  # noqa: F401
+    aux_heads,
     backbones,
     data_preprocessors,
     detectors,

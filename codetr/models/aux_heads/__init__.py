@@ -1,1 +1,3 @@
+from .co_atss_head import CoATSSHead  # noqa: F401
 from .co_fcos_head import CoFCOSHead  # noqa: F401
+from .co_retina_head import CoRetinaHead  # noqa: F401
