@@ -1,5 +1,6 @@
-"""Backbones: ResNet (torchvision layout) and local-checkpoint loading helpers."""
+"""Backbones: ResNet (torchvision layout), Swin over timm, local-checkpoint loading helpers."""
 from .checkpoint_utils import load_local_weights, read_checkpoint
 from .resnet import ResNet
+from .timm_swin import TimmSwinTransformer
 
-__all__ = ['ResNet', 'load_local_weights', 'read_checkpoint']
+__all__ = ['ResNet', 'TimmSwinTransformer', 'load_local_weights', 'read_checkpoint']
