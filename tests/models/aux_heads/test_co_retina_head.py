@@ -7,6 +7,7 @@ import pytest
 import torch
 from mmengine.structures import InstanceData
 
+from codetr.models.aux_heads.anchor_head_utils import image_anchors
 from codetr.registry import MODELS
 from codetr.structures import DetDataSample, bbox_overlaps
 
@@ -163,3 +164,25 @@ def test_predict_caps_detections_and_rescales():
 def test_other_samplers_are_refused():
     with pytest.raises(ValueError, match='PseudoSampler'):
         build_head(train_cfg=dict(sampler=dict(type='RandomSampler', num=256)))
+
+
+def test_anchors_outside_the_padded_or_real_image_take_no_part():
+    """pad_shape (32, 64) on a 64 px map: stride-8 rows >= 4 and stride-16 rows >= 2 are
+    invalid; with allowed_border 0 anchors crossing img_shape (24, 64) are left out too."""
+    head = build_head(strides=(8, 16), octave_base_scale=2,
+                      train_cfg=dict(allowed_border=0))
+    sample = make_sample([[20.0, 4.0, 44.0, 20.0]], [1])
+    sample.set_metainfo(dict(img_shape=(24, 64), pad_shape=(32, 64)))
+    sizes = [(8, 8), (4, 4)]
+    _, anchors, inside = image_anchors(head.prior_generator, sizes, [sample], 0,
+                                       torch.zeros(1))
+    rows = torch.cat([torch.arange(8).repeat_interleave(8 * 9),
+                      torch.arange(4).repeat_interleave(4 * 9)])
+    valid = torch.cat([rows[:576] < 4, rows[576:] < 2])
+    within = ((anchors[:, :2] >= 0).all(1) & (anchors[:, 2] < 64) & (anchors[:, 3] < 24))
+    assert torch.equal(inside[0], valid & within) and within.any() and (~within).any()
+
+    target = head.get_targets(anchors, inside, [sample])[0]
+    assert (target.label_weights[~inside[0]] == 0).all()
+    assert (target.labels[~inside[0]] == NUM_CLASSES).all()
+    assert target.num_pos > 0 and (target.labels[inside[0]] < NUM_CLASSES).sum() == target.num_pos
