@@ -4,4 +4,5 @@ adding a subpackage is one more line here."""
 from .assigners import *  # noqa: F401,F403
 from .coders import *  # noqa: F401,F403
 from .prior_generators import *  # noqa: F401,F403
+from .roi_extractors import *  # noqa: F401,F403
 from .samplers import *  # noqa: F401,F403
