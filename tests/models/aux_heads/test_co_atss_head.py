@@ -147,3 +147,17 @@ def test_bad_pyramid_depth_is_refused():
     head = build_head()
     with pytest.raises(ValueError, match='pyramid levels'):
         head.loss(pyramid_for(64, (8, 16)), [make_sample([], [])])
+
+
+def test_default_head_matches_the_port_state_dict(shared_dir):
+    """Co-DINO R50's ATSS head (``bbox_head.0.*`` in the port): same names and shapes."""
+    rows = (shared_dir / 'reference' / 'co_dino_5scale_r50_mmdet3_state_dict.tsv').read_text()
+    prefix = 'bbox_head.0.'
+    port = {}
+    for line in rows.splitlines():
+        key, _, shape = line.partition('\t')
+        if key.startswith(prefix):
+            port[key[len(prefix):]] = shape
+    head = MODELS.build(dict(type='CoATSSHead', num_classes=80))
+    ours = {k: str(tuple(v.shape)) for k, v in head.state_dict().items()}
+    assert ours == port
