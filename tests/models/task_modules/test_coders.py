@@ -42,6 +42,8 @@ def test_delta_decode_clamps_scale_and_border():
                                                      15 + half_w, 15 + half_h]]))
     clipped = coder.decode(prior, torch.tensor([[0., 0., 10., -10.]]), max_shape=(30, 40))
     torch.testing.assert_close(clipped, torch.tensor([[0., 15 - half_h, 40., 15 + half_h]]))
+    with_channels = coder.decode(prior, torch.tensor([[0., 0., 10., -10.]]), max_shape=(30, 40, 3))
+    torch.testing.assert_close(with_channels, clipped)
     # per-image limits for a batch of 2
     batched = coder.decode(prior.expand(2, 1, 4), torch.tensor([[[1., 1., 0., 0.]]] * 2),
                            max_shape=[(100, 100), (22, 23)])

@@ -40,6 +40,7 @@ def test_random_sampler_caps_positives_and_fills_with_negatives():
     torch.testing.assert_close(result.pos_gt_bboxes, gts.bboxes[gt_idx])
     assert result.num_gts == 2 and (result.pos_is_gt == 0).all()
     assert result.avg_factor == 64
+    assert result.info['num_pos'] == 16 and result.to(torch.device('cpu')) is result
 
 
 def test_random_sampler_keeps_all_when_few_and_bounds_negatives():

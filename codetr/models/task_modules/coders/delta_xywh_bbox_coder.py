@@ -109,9 +109,10 @@ def _centre_size(boxes: Tensor) -> tuple[Tensor, Tensor]:
 def clamp_to_shape(boxes: Tensor, max_shape: MaxShape) -> Tensor:
     """Clamp ``(..., 4)`` xyxy boxes to ``[0, w] x [0, h]``.
 
-    ``max_shape`` is one ``(h, w)``, or one per entry of the leading (batch) dimension.
+    ``max_shape`` is one ``(h, w)``, or one per entry of the leading (batch) dimension; an
+    ``(h, w, c)`` image shape is accepted too.
     """
-    limits = boxes.new_tensor(max_shape)  # (2,) or (B, 2)
+    limits = boxes.new_tensor(max_shape)[..., :2]  # (2,) or (B, 2); a channel entry dropped
     if limits.dim() == 2:
         limits = limits.reshape(len(limits), *([1] * (boxes.dim() - 2)), 2)
     whwh = torch.cat([limits.flip(-1), limits.flip(-1)], dim=-1)  # (w, h, w, h)

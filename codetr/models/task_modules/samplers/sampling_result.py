@@ -79,7 +79,15 @@ class SamplingResult:
         return dict(pos_inds=self.pos_inds, neg_inds=self.neg_inds, pos_priors=self.pos_priors,
                     neg_priors=self.neg_priors, pos_is_gt=self.pos_is_gt, num_gts=self.num_gts,
                     pos_assigned_gt_inds=self.pos_assigned_gt_inds,
-                    pos_gt_labels=self.pos_gt_labels, pos_gt_bboxes=self.pos_gt_bboxes)
+                    pos_gt_labels=self.pos_gt_labels, pos_gt_bboxes=self.pos_gt_bboxes,
+                    num_pos=self.num_pos, num_neg=self.num_neg, avg_factor=self.avg_factor)
+
+    def to(self, device: torch.device | str) -> SamplingResult:
+        """Move every tensor field to ``device``, in place; returns ``self``."""
+        for key, value in vars(self).items():
+            if isinstance(value, Tensor):
+                setattr(self, key, value.to(device))
+        return self
 
     def __repr__(self) -> str:
         return (f'<SamplingResult num_pos={self.pos_inds.numel()} '
