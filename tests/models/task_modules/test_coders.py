@@ -61,8 +61,10 @@ def test_delta_decode_several_boxes_per_prior_and_ctr_clamp():
     torch.testing.assert_close(boxes, torch.tensor([[0., 0., 10., 10., 4., -4., 14., 6.]]))
 
 
-def test_delta_rejects_mismatched_inputs():
+def test_delta_rejects_mismatched_inputs_and_accepts_empty_ones():
     coder = DeltaXYWHBBoxCoder()
+    assert coder.decode(torch.zeros(0, 4), torch.zeros(0, 4), max_shape=(8, 8)).shape == (0, 4)
+    assert coder.encode(torch.zeros(0, 4), torch.zeros(0, 4)).shape == (0, 4)
     with pytest.raises(ValueError, match='one GT per prior'):
         coder.encode(torch.zeros(3, 4), torch.zeros(2, 4))
     with pytest.raises(ValueError, match='4 values'):

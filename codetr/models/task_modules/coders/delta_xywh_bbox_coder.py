@@ -82,7 +82,7 @@ class DeltaXYWHBBoxCoder:
         if pred_bboxes.shape[-1] % 4 != 0:
             raise ValueError(f'deltas must have 4 * k values each, got {pred_bboxes.shape[-1]}')
         shape = pred_bboxes.shape
-        deltas = pred_bboxes.reshape(*shape[:-1], -1, 4)  # (..., N, k, 4)
+        deltas = pred_bboxes.reshape(*shape[:-1], shape[-1] // 4, 4)  # (..., N, k, 4)
         deltas = deltas * deltas.new_tensor(self.stds) + deltas.new_tensor(self.means)
         pxy, pwh = _centre_size(bboxes[..., None, :4].to(deltas.dtype))  # (..., N, 1, 2)
         shift = pwh * deltas[..., :2]
