@@ -149,7 +149,7 @@ class RPNHead(nn.Module):
                 boxes.append(self.bbox_coder.decode(priors, delta, max_shape=img_shape))
                 scores.append(score)
                 level_ids.append(torch.full_like(score, level, dtype=torch.long))
-            results.append(_filter_proposals(torch.cat(boxes), torch.cat(scores),
+            results.append(filter_proposals(torch.cat(boxes), torch.cat(scores),
                                              torch.cat(level_ids), cfg))
         return results
 
@@ -162,7 +162,7 @@ def _flatten(maps: list[Tensor], channels: int) -> Tensor:
     return flat.squeeze(-1) if channels == 1 else flat
 
 
-def _filter_proposals(boxes: Tensor, scores: Tensor, level_ids: Tensor,
+def filter_proposals(boxes: Tensor, scores: Tensor, level_ids: Tensor,
                       cfg: dict) -> InstanceData:
     """Size filter, per-level NMS and top ``max_per_img`` of one image's decoded anchors."""
     min_size = cfg.get('min_bbox_size', -1)

@@ -5,6 +5,7 @@ import pytest
 import torch
 from mmengine.structures import InstanceData
 
+from codetr.models.aux_heads.rpn import filter_proposals
 from codetr.registry import MODELS
 from codetr.structures import DetDataSample, bbox_overlaps
 
@@ -12,14 +13,15 @@ C, NUM_CLASSES, IMG = 32, 3, 64
 STRIDES = [8, 16, 32]  # pyramid levels: L = 2 encoder levels + 1 extra
 
 
-def head_cfg(rcnn_num: int = 32, max_per_img: int = 5) -> dict:
+def head_cfg(rcnn_num: int = 32, max_per_img: int = 5, channels: int = C, fc: int = 64,
+             num_classes: int = NUM_CLASSES, strides: tuple = STRIDES) -> dict:
     max_iou = dict(type='MaxIoUAssigner', ignore_iof_thr=-1)
     return dict(
         type='CoRPNRoIHead',
-        rpn=dict(in_channels=C, feat_channels=C,
+        rpn=dict(in_channels=channels, feat_channels=channels,
                  anchor_generator=dict(type='AnchorGenerator', octave_base_scale=4,
                                        scales_per_octave=3, ratios=[0.5, 1.0, 2.0],
-                                       strides=STRIDES),
+                                       strides=strides),
                  bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.] * 4,
                                  target_stds=[1.0] * 4),
                  loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0),
@@ -27,10 +29,10 @@ def head_cfg(rcnn_num: int = 32, max_per_img: int = 5) -> dict:
         roi=dict(bbox_roi_extractor=dict(type='SingleRoIExtractor',
                                          roi_layer=dict(type='RoIAlign', output_size=7,
                                                         sampling_ratio=0),
-                                         out_channels=C, featmap_strides=STRIDES[:2],
+                                         out_channels=channels, featmap_strides=strides[:-1],
                                          finest_scale=56),
-                 bbox_head=dict(in_channels=C, fc_out_channels=64, roi_feat_size=7,
-                                num_classes=NUM_CLASSES,
+                 bbox_head=dict(in_channels=channels, fc_out_channels=fc, roi_feat_size=7,
+                                num_classes=num_classes,
                                 bbox_coder=dict(type='DeltaXYWHBBoxCoder',
                                                 target_means=[0.] * 4,
                                                 target_stds=[0.1, 0.1, 0.2, 0.2]),
@@ -97,6 +99,18 @@ def test_parameter_names_follow_the_port(head):
     assert shapes['roi_head.bbox_head.fc_reg.weight'] == (4 * NUM_CLASSES, 64)
 
 
+def test_official_sizes_match_the_port_state_dict(shared_dir):
+    """Official Co-DINO R50 sizes: names equal the port's after ``roi_head.`` -> ``roi_head.0.``."""
+    head = MODELS.build(head_cfg(channels=256, fc=1024, num_classes=80,
+                                 strides=(4, 8, 16, 32, 64, 128)))
+    ours = {k.replace('roi_head.', 'roi_head.0.', 1): str(tuple(v.shape))
+            for k, v in head.state_dict().items()}
+    rows = (shared_dir / 'reference' / 'co_dino_5scale_r50_mmdet3_state_dict.tsv').read_text()
+    port = dict(line.split('\t') for line in rows.splitlines()
+                if line.startswith(('rpn_head.', 'roi_head.')))
+    assert ours == port
+
+
 def test_loss_keys_finite_and_every_parameter_gets_a_gradient(head):
     feats = pyramid(requires_grad=True)
     samples = [sample([[4, 6, 40, 50], [30, 20, 60, 44]], [0, 2]), sample([[10, 10, 34, 30]], [1])]
@@ -133,6 +147,8 @@ def test_roi_positives_follow_table_1_iou_rule(head):
     """Proposals shifted from the GT by d px: IoU 1 (d=0), 5/7 (5), 1/2 (10), 19/41 (11),
     1/5 (20), 0 (far). Positives are exactly those with IoU >= 0.5, plus the GT itself."""
     zero_outputs(head)
+    # other classes' deltas would move the boxes: the loss must use class 2's (zero) deltas
+    head.roi_head.bbox_head.fc_reg.bias.data.view(NUM_CLASSES, 4)[:2] = 1.0
     gt = [10., 10., 40., 40.]
     props = torch.tensor([[10 + d, 10, 40 + d, 40] for d in (5, 10, 11, 20)] + [[48, 48, 60, 60]],
                          dtype=torch.float32)
@@ -152,6 +168,32 @@ def test_roi_positives_follow_table_1_iou_rule(head):
     assert handed_neg.sum() == 3  # all three negatives pad the positives
     assert (iou[handed_neg] < 0.5).all() and (pos.labels[0][handed_neg] == NUM_CLASSES).all()
     assert (pos.label_weights[0][6:] == 0).all()  # nothing left to pad with
+
+
+def test_proposals_nms_within_levels_size_filter_and_cap():
+    boxes = torch.tensor([[0., 0., 20, 20], [1, 1, 20, 20], [0, 0, 20, 20], [5, 5, 5, 30],
+                          [30, 30, 50, 50]])
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.95, 0.6])
+    levels = torch.tensor([0, 0, 1, 1, 1])
+    cfg = dict(nms=dict(type='nms', iou_threshold=0.7), min_bbox_size=0, max_per_img=10)
+    kept = filter_proposals(boxes, scores, levels, cfg)
+    # box 1 overlaps box 0 on the same level; box 2 the same box on another level survives;
+    # box 3 has zero width
+    assert kept.scores.tolist() == pytest.approx([0.9, 0.7, 0.6])
+    assert torch.equal(kept.bboxes, boxes[[0, 2, 4]])
+    assert len(filter_proposals(boxes, scores, levels, dict(cfg, max_per_img=2))) == 2
+
+
+def test_proposals_are_detached_and_capped_per_level(head):
+    feats = pyramid(requires_grad=True)
+    cls_scores, bbox_preds = head.rpn_head(feats)
+    props = head.rpn_head.proposals(cls_scores, bbox_preds, head.rpn_head.anchors(feats),
+                                    [(IMG, IMG)] * 2, dict(nms_pre=1, max_per_img=10,
+                                                           nms=dict(type='nms', iou_threshold=0.7)))
+    for p in props:
+        assert not p.bboxes.requires_grad
+        assert 1 <= len(p) <= len(STRIDES)  # one candidate per level before NMS
+        assert (p.bboxes >= 0).all() and (p.bboxes <= IMG).all()  # clipped to img_shape
 
 
 def test_handed_on_rois_are_truncated_to_the_smallest_image(head):
