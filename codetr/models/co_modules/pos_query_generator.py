@@ -96,8 +96,8 @@ class PositiveQueryGenerator(BaseModule):
             self.head_pos_embed = nn.Parameter(torch.zeros(head_pos_dims))
 
     def init_weights(self) -> None:
-        """Xavier-uniform matrices, as the official transformer's ``init_weights``."""
-        super().init_weights()
+        """Xavier-uniform matrices, as the official transformer's ``init_weights``; biases and
+        norms keep PyTorch's defaults."""
         for layer in (self.pos_trans, getattr(self, 'feats_trans', None)):
             if layer is not None:
                 nn.init.xavier_uniform_(layer.weight)

@@ -18,7 +18,9 @@ from torch import Tensor, nn
 
 from codetr.registry import MODELS
 
+from ..co_modules import AuxPositives
 from ..layers import inverse_sigmoid
+from .aux_queries import aux_query_targets, build_pos_query_generators, get_generator
 from .co_deform_detr_transformer import FlatPyramid
 from .co_dino_head import level_padding_masks
 from .detr_criterion import DetrCriterion
@@ -40,6 +42,9 @@ CO_DEFORMABLE_DETR_R50_TRANSFORMER = dict(
                  look_forward_twice=True,
                  layer_cfg=dict(self_attn_cfg=dict(embed_dims=256, num_heads=8, dropout=0.0),
                                 cross_attn_cfg=_R50_ATTN, ffn_cfg=_R50_FFN)))
+# Official Co-Deformable-DETR positive queries: content + positional halves, plus the anchor
+# / RoI feature (``with_coord_feat=True``) and the R50 release's scalar head embedding.
+DEFAULT_POS_QUERY_CFG = dict(mode='deformable', with_coord_feat=True, head_pos_dims=1)
 # Initial foreground probability of the classifiers (DETR-family focal-loss heads).
 PRIOR_PROB = 0.01
 
@@ -70,6 +75,10 @@ class CoDeformDETRHead(BaseModule):
             GIoU 2 costs.
         test_cfg: ``dict(max_per_img=100, score_thr=0.0, nms=None)``; with ``nms`` (a
             :func:`batched_nms` config) the top ``num_queries`` go through NMS first.
+        aux_head_names: names of the detector's aux heads (set by :class:`CoDETR`); one
+            positive-query generator is built per name, ``pos_query_generators.<name>``.
+        pos_query_cfg: :class:`PositiveQueryGenerator` kwargs overriding
+            :data:`DEFAULT_POS_QUERY_CFG`.
         init_cfg: mmengine initialisation config.
     """
 
@@ -79,6 +88,7 @@ class CoDeformDETRHead(BaseModule):
                  loss_bbox: dict | None = None, loss_iou: dict | None = None,
                  num_reg_fcs: int = 2, sync_cls_avg_factor: bool = True,
                  train_cfg: dict | None = None, test_cfg: dict | None = None,
+                 aux_head_names: tuple[str, ...] = (), pos_query_cfg: dict | None = None,
                  init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.num_classes = num_classes
@@ -108,10 +118,14 @@ class CoDeformDETRHead(BaseModule):
             copy.deepcopy(loss_iou or DEFAULT_LOSS_IOU),
             assigner=train_cfg.get('assigner', dict(type='HungarianAssigner')),
             sync_cls_avg_factor=sync_cls_avg_factor)
+        self.pos_query_generators = build_pos_query_generators(
+            aux_head_names, self.embed_dims, {**DEFAULT_POS_QUERY_CFG, **(pos_query_cfg or {})})
 
     def init_weights(self) -> None:
         """Transformer init; classifier bias at prior 0.01; regressors start at zero offset."""
         self.transformer.init_weights()
+        for generator in self.pos_query_generators.values():
+            generator.init_weights()
         bias = -math.log((1 - PRIOR_PROB) / PRIOR_PROB)
         for branch in self.cls_branches:
             nn.init.constant_(branch.bias, bias)
@@ -134,9 +148,7 @@ class CoDeformDETRHead(BaseModule):
             ``enc_bbox_preds (B, S, 4)`` and ``memory``: L levels (B, C, h_l, w_l) of the
             encoder output.
         """
-        masks = level_padding_masks(feats, data_samples)
-        pos = [self.positional_encoding(mask).to(feat) for mask, feat in zip(masks, feats)]
-        flat: FlatPyramid = self.transformer.flatten(feats, masks, pos)
+        flat = self._flatten(feats, data_samples)
         memory = self.transformer.encode(flat)
         num_layers = self.transformer.num_layers
         enc_cls, enc_coords, reference, query_pos = self.transformer.select_proposals(
@@ -145,14 +157,28 @@ class CoDeformDETRHead(BaseModule):
         query = self.query_embedding.weight[None].expand(memory.size(0), -1, -1)
         hidden_states, references = self.transformer.decode(
             query, query_pos, memory, flat, reference, self.reg_branches)
-        all_cls, all_boxes = [], []
-        for layer in range(num_layers):
-            all_cls.append(self.cls_branches[layer](hidden_states[layer]))
-            deltas = self.reg_branches[layer](hidden_states[layer])
-            all_boxes.append((deltas + inverse_sigmoid(references[layer])).sigmoid())
-        return dict(all_cls_scores=torch.stack(all_cls), all_bbox_preds=torch.stack(all_boxes),
+        all_cls_scores, all_bbox_preds = self.predict_layers(hidden_states, references)
+        return dict(all_cls_scores=all_cls_scores, all_bbox_preds=all_bbox_preds,
                     enc_cls_scores=enc_cls, enc_bbox_preds=enc_coords.sigmoid(),
                     memory=self._split_levels(memory, feats))
+
+    def _flatten(self, feats: list[Tensor], data_samples: list[Any]) -> FlatPyramid:
+        """Padding masks, sine positions and the flattened pyramid of L levels."""
+        masks = level_padding_masks(feats, data_samples)
+        pos = [self.positional_encoding(mask).to(feat) for mask, feat in zip(masks, feats)]
+        return self.transformer.flatten(feats, masks, pos)
+
+    def predict_layers(self, hidden_states: Tensor,
+                       references: Tensor) -> tuple[Tensor, Tensor]:
+        """(N, B, Q, C) decoder states and (N + 1, B, Q, 4) references -> (N, B, Q,
+        num_classes) logits and (N, B, Q, 4) normalised ``cxcywh``; layer l refines
+        ``references[l]``."""
+        all_cls, all_boxes = [], []
+        for layer, hidden in enumerate(hidden_states):
+            all_cls.append(self.cls_branches[layer](hidden))
+            deltas = self.reg_branches[layer](hidden)
+            all_boxes.append((deltas + inverse_sigmoid(references[layer])).sigmoid())
+        return torch.stack(all_cls), torch.stack(all_boxes)
 
     @staticmethod
     def _split_levels(memory: Tensor, feats: list[Tensor]) -> list[Tensor]:
@@ -187,6 +213,44 @@ class CoDeformDETRHead(BaseModule):
             out['enc_cls_scores'][None], out['enc_bbox_preds'][None], metas,
             gt_instances_list=binary, prefix='enc_'))
         return losses, out['memory']
+
+    @property
+    def num_decoder_layers(self) -> int:
+        """Decoder layers N; the detector folds it into the aux heads' loss weight."""
+        return self.transformer.num_layers
+
+    def loss_aux(self, memory: list[Tensor], positives: AuxPositives,
+                 data_samples: list[Any], head_name: str) -> dict[str, Tensor]:
+        """Losses of one aux head's positive queries: one decoder pass, fixed targets.
+
+        ``pos_query_generators[head_name]`` makes the content and positional queries from the
+        positive boxes (and their features); the boxes are the initial references; the
+        queries attend to the L encoder levels. Masks and valid ratios are recomputed from
+        ``memory`` (cheap; nothing is cached between :meth:`loss` and this call).
+
+        Args:
+            memory: L maps (B, C, h_l, w_l), the encoder output :meth:`loss` returned.
+            positives: the aux head's positives (pixel xyxy of the network input).
+            data_samples: with metainfo ``img_shape`` and ``batch_input_shape``.
+            head_name: the aux head's name in ``model.aux_heads``.
+
+        Returns:
+            ``loss_{cls,bbox,iou}`` (last layer) and ``d{i}.loss_*`` (earlier layers), raw.
+        """
+        generator = get_generator(self.pos_query_generators, head_name)
+        metas = [s.metainfo for s in data_samples]
+        boxes, targets = aux_query_targets(positives, metas, self.num_classes)
+        query, query_pos = generator(boxes, positives.feats)
+        flat = self._flatten(memory, data_samples)
+        hidden, refs = self.transformer.decode(query, query_pos, flat.feats, flat,
+                                               boxes.to(query), self.reg_branches)
+        cls_scores, bbox_preds = self.predict_layers(hidden, refs)
+        return self.criterion.loss_layers(cls_scores, bbox_preds, metas, targets=targets)
+
+    def encode_memory(self, feats: list[Tensor], data_samples: list[Any]) -> list[Tensor]:
+        """The encoder output as L maps (B, C, h_l, w_l), without decoding (aux evaluation)."""
+        return self._split_levels(self.transformer.encode(self._flatten(feats, data_samples)),
+                                  feats)
 
     # ---------------------------------------------------------------- inference
     def predict(self, feats: list[Tensor], data_samples: list[Any],

@@ -23,8 +23,10 @@ from torch import Tensor, nn
 from codetr.registry import MODELS
 from codetr.structures import DetDataSample
 
+from ..co_modules import AuxPositives
 from ..layers.dn_query import CdnQueryGenerator
 from ..layers.transformer import inverse_sigmoid
+from .aux_queries import aux_query_targets, build_pos_query_generators, get_generator
 from .co_dino_transformer import CO_DINO_R50_TRANSFORMER, EncoderOutput
 from .detr_criterion import DetrCriterion
 from .postprocess import detr_postprocess
@@ -84,6 +86,10 @@ class CoDINOHead(BaseModule):
         train_cfg: ``dict(assigner=dict(type='HungarianAssigner', ...))``.
         test_cfg: ``dict(max_per_img=300, score_thr=0., nms=None | dict(type='soft_nms',
             iou_threshold=0.8))``.
+        aux_head_names: names of the detector's aux heads (set by :class:`CoDETR`); one
+            positive-query generator is built per name, ``pos_query_generators.<name>``.
+        pos_query_cfg: extra kwargs of every :class:`PositiveQueryGenerator` (default
+            ``mode='dino'``: ``LN(Linear(2C -> C))`` of the box sine embedding).
         init_cfg: mmengine initialisation config.
     """
 
@@ -93,6 +99,7 @@ class CoDINOHead(BaseModule):
                  loss_cls: dict | None = None, loss_bbox: dict | None = None,
                  loss_iou: dict | None = None, sync_cls_avg_factor: bool = True,
                  train_cfg: dict | None = None, test_cfg: dict | None = None,
+                 aux_head_names: tuple[str, ...] = (), pos_query_cfg: dict | None = None,
                  init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.num_classes = num_classes
@@ -119,6 +126,8 @@ class CoDINOHead(BaseModule):
             loss_iou or dict(type='GIoULoss', loss_weight=2.0),
             assigner=self.train_cfg.get('assigner', dict(type='HungarianAssigner')),
             sync_cls_avg_factor=sync_cls_avg_factor)
+        self.pos_query_generators = build_pos_query_generators(
+            aux_head_names, embed_dims, {'mode': 'dino', **(pos_query_cfg or {})})
 
     def _build_transformer(self, cfg: dict | None) -> nn.Module:
         cfg = copy.deepcopy(cfg if cfg is not None else CO_DINO_R50_TRANSFORMER)
@@ -235,6 +244,45 @@ class CoDINOHead(BaseModule):
         losses.update(crit.loss_layers(cls_scores[:, :, :num_dn], bbox_preds[:, :, :num_dn],
                                        metas, targets=dn_targets, prefix='dn_'))
         return losses, enc.split_levels()
+
+    @property
+    def num_decoder_layers(self) -> int:
+        """Decoder layers N; the detector folds it into the aux heads' loss weight."""
+        return len(self.transformer.decoder.layers)
+
+    def loss_aux(self, memory: list[Tensor], positives: AuxPositives,
+                 data_samples: list[DetDataSample], head_name: str) -> dict[str, Tensor]:
+        """Losses of one aux head's positive queries: one decoder pass, fixed targets.
+
+        The queries come from ``pos_query_generators[head_name]``, their initial boxes are the
+        positive boxes; they attend to the L encoder levels only, without denoising or
+        matching queries and without an attention mask (official Co-DINO). The flattened
+        memory, masks and valid ratios are recomputed from ``memory`` (cheap, and no state is
+        kept between :meth:`loss` and this call).
+
+        Args:
+            memory: L maps (B, C, h_l, w_l), the encoder output :meth:`loss` returned.
+            positives: the aux head's positives (pixel xyxy of the network input).
+            data_samples: with metainfo ``img_shape`` and ``batch_input_shape``.
+            head_name: the aux head's name in ``model.aux_heads``.
+
+        Returns:
+            ``loss_{cls,bbox,iou}`` (last layer) and ``d{i}.loss_*`` (earlier layers), raw
+            (the detector applies lambda_1 and the ``{name}.pos.`` prefix).
+        """
+        generator = get_generator(self.pos_query_generators, head_name)
+        metas = [s.metainfo for s in data_samples]
+        boxes, targets = aux_query_targets(positives, metas, self.num_classes)
+        query, _ = generator(boxes, positives.feats)
+        enc = EncoderOutput.from_levels(memory, level_padding_masks(memory, data_samples))
+        hidden, refs = self.transformer.decode(query, boxes.to(query), enc, self.reg_branches)
+        cls_scores, bbox_preds = self.predict_layers(hidden, refs)
+        return self.criterion.loss_layers(cls_scores, bbox_preds, metas, targets=targets)
+
+    def encode_memory(self, feats: list[Tensor],
+                      data_samples: list[DetDataSample]) -> list[Tensor]:
+        """The encoder output as L maps (B, C, h_l, w_l), without decoding (aux evaluation)."""
+        return self.encode(feats, data_samples).split_levels()
 
     # ---------------------------------------------------------------- inference
     def predict(self, feats: list[Tensor], data_samples: list[DetDataSample],

@@ -13,7 +13,7 @@ branches of Co-DETR need).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from mmengine.model import BaseModule
@@ -53,6 +53,22 @@ class EncoderOutput:
     spatial_shapes: Tensor
     level_start_index: Tensor
     valid_ratios: Tensor
+
+    @classmethod
+    def from_levels(cls, levels: list[Tensor], masks: list[Tensor]) -> EncoderOutput:
+        """Flatten L maps (B, C, h_l, w_l) and masks (B, h_l, w_l) (True on padding).
+
+        Used for the encoder's input and, by the positive-query branch, to rebuild the
+        encoder output from the per-level memory that :meth:`split_levels` gave out.
+        """
+        shapes = [level.shape[-2:] for level in levels]
+        flat = torch.cat([lvl.flatten(2).transpose(1, 2) for lvl in levels], 1)  # [B, S, C]
+        mask_flat = torch.cat([m.flatten(1) for m in masks], 1)  # [B, S]
+        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=flat.device)
+        level_start_index = torch.cat((spatial_shapes.new_zeros(1),
+                                       spatial_shapes.prod(1).cumsum(0)[:-1]))
+        valid_ratios = torch.stack([get_valid_ratio(m) for m in masks], 1)  # [B, L, 2]
+        return cls(flat, mask_flat, spatial_shapes, level_start_index, valid_ratios)
 
     def split_levels(self) -> list[Tensor]:
         """The memory back as L maps ``(B, C, h_l, w_l)`` (the multi-scale adapter's input)."""
@@ -142,18 +158,12 @@ class CoDinoTransformer(BaseModule):
             raise ValueError(f'got {len(feats)} feature levels but the transformer has '
                              f'num_feature_levels={self.num_feature_levels}; make the neck '
                              'output and transformer.num_feature_levels agree')
-        shapes = [feat.shape[-2:] for feat in feats]
-        feat_flat = torch.cat([f.flatten(2).transpose(1, 2) for f in feats], 1)  # [B, S, C]
-        mask_flat = torch.cat([m.flatten(1) for m in masks], 1)  # [B, S]
+        flat = EncoderOutput.from_levels(feats, masks)
         pos_flat = torch.cat([p.flatten(2).transpose(1, 2) + self.level_embeds[lvl]
                               for lvl, p in enumerate(pos_embeds)], 1)  # [B, S, C]
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=feat_flat.device)
-        level_start_index = torch.cat((spatial_shapes.new_zeros(1),
-                                       spatial_shapes.prod(1).cumsum(0)[:-1]))
-        valid_ratios = torch.stack([get_valid_ratio(m) for m in masks], 1)  # [B, L, 2]
-        memory = self.encoder(feat_flat, pos_flat, mask_flat, spatial_shapes,
-                              level_start_index, valid_ratios)
-        return EncoderOutput(memory, mask_flat, spatial_shapes, level_start_index, valid_ratios)
+        memory = self.encoder(flat.memory, pos_flat, flat.memory_mask, flat.spatial_shapes,
+                              flat.level_start_index, flat.valid_ratios)
+        return replace(flat, memory=memory)
 
     def select_queries(self, enc: EncoderOutput, cls_branch: nn.Module,
                        reg_branch: nn.Module) -> SelectedQueries:
