@@ -54,6 +54,12 @@ class RoIHead(nn.Module):
         return roi_feats, cls_score, deltas
 
 
+def _ignored(data_sample) -> InstanceData | None:
+    """The sample's ``ignored_instances`` (boxes the assigners may ignore), if it has any."""
+    ignored = data_sample.get('ignored_instances', None)
+    return ignored if ignored is not None and 'bboxes' in ignored else None
+
+
 @MODELS.register_module()
 class CoRPNRoIHead(nn.Module):
     """RPN + RoI head (Faster R-CNN) used as a Co-DETR auxiliary head.
@@ -126,7 +132,8 @@ class CoRPNRoIHead(nn.Module):
         cls_scores, bbox_preds = self.rpn_head(pyramid)
         anchors = self.rpn_head.anchors(pyramid)
         losses = self.rpn_head.loss(cls_scores, bbox_preds, anchors, gt_bboxes,
-                                    self.rpn_assigner, self.rpn_sampler)
+                                    self.rpn_assigner, self.rpn_sampler,
+                                    [_ignored(s) for s in data_samples])
         proposals = self.rpn_head.proposals(
             cls_scores, bbox_preds, anchors, [s.metainfo['img_shape'][:2] for s in data_samples],
             self._cfg('train_cfg', 'rpn_proposal', fallback=('test_cfg', 'rpn')))
@@ -147,7 +154,7 @@ class CoRPNRoIHead(nn.Module):
             priors = InstanceData(priors=boxes.detach())
             gts = InstanceData(bboxes=sample.gt_instances.bboxes,
                                labels=sample.gt_instances.labels)
-            assigned = self.rcnn_assigner.assign(priors, gts)
+            assigned = self.rcnn_assigner.assign(priors, gts, _ignored(sample))
             samplings.append(self.rcnn_sampler.sample(assigned, priors, gts))
         rois = [s.priors for s in samplings]
         labels = [self._sampled(s.pos_gt_labels, len(s.neg_inds), self.num_classes)

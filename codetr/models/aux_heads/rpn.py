@@ -73,7 +73,8 @@ class RPNHead(nn.Module):
                                                 device=feats[0].device)
 
     def loss(self, cls_scores: list[Tensor], bbox_preds: list[Tensor], anchors: list[Tensor],
-             gt_bboxes: list[Tensor], assigner, sampler) -> dict[str, Tensor]:
+             gt_bboxes: list[Tensor], assigner, sampler,
+             gt_ignores: list[InstanceData | None] | None = None) -> dict[str, Tensor]:
         """``loss_rpn_cls`` (objectness) and ``loss_rpn_bbox`` (deltas) of a batch.
 
         Both are divided by the number of anchors sampled in the whole batch (positives and
@@ -85,14 +86,16 @@ class RPNHead(nn.Module):
             anchors: output of :meth:`anchors`.
             gt_bboxes: per image ``(N_i, 4)`` xyxy GT boxes in input pixels.
             assigner / sampler: built ``train_cfg.rpn`` assigner and sampler.
+            gt_ignores: per image ignored GT boxes (``bboxes``) or None, for the assigner's
+                ``ignore_iof_thr``.
         """
         all_anchors = torch.cat(anchors)
         scores = _flatten(cls_scores, 1)  # (B, total anchors)
         deltas = _flatten(bbox_preds, 4)  # (B, total anchors, 4)
         labels, label_weights, targets, target_weights = [], [], [], []
         avg_factor = 0
-        for boxes in gt_bboxes:
-            image_targets = self._targets(all_anchors, boxes, assigner, sampler)
+        for boxes, ignore in zip(gt_bboxes, gt_ignores or [None] * len(gt_bboxes)):
+            image_targets = self._targets(all_anchors, boxes, assigner, sampler, ignore)
             for out, value in zip((labels, label_weights, targets, target_weights),
                                   image_targets[:4]):
                 out.append(value)
@@ -103,14 +106,14 @@ class RPNHead(nn.Module):
                                    torch.cat(target_weights), avg_factor=avg_factor)
         return dict(loss_rpn_cls=loss_cls, loss_rpn_bbox=loss_bbox)
 
-    def _targets(self, anchors: Tensor, gt_bboxes: Tensor, assigner,
-                 sampler) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+    def _targets(self, anchors: Tensor, gt_bboxes: Tensor, assigner, sampler,
+                 ignore: InstanceData | None) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
         """One image's labels (0 object / 1 background), weights, delta targets, normaliser."""
         priors = InstanceData(priors=anchors)
         gts = InstanceData(bboxes=gt_bboxes,
                            labels=gt_bboxes.new_full((len(gt_bboxes),), OBJECT_LABEL,
                                                      dtype=torch.long))
-        sampling = sampler.sample(assigner.assign(priors, gts), priors, gts)
+        sampling = sampler.sample(assigner.assign(priors, gts, ignore), priors, gts)
         num = len(anchors)
         labels = anchors.new_full((num,), OBJECT_LABEL + 1, dtype=torch.long)
         label_weights = anchors.new_zeros(num)

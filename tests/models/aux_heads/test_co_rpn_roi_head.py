@@ -196,6 +196,18 @@ def test_proposals_are_detached_and_capped_per_level(head):
         assert (p.bboxes >= 0).all() and (p.bboxes <= IMG).all()  # clipped to img_shape
 
 
+def test_proposals_inside_ignored_boxes_are_not_sampled():
+    cfg = head_cfg()
+    cfg['train_cfg']['rcnn']['assigner']['ignore_iof_thr'] = 0.5
+    head = MODELS.build(cfg)
+    props = torch.tensor([[10., 10, 40, 40], [0, 0, 8, 8], [48, 48, 60, 60]])
+    s = sample([[10, 10, 40, 40]], [1])
+    s.ignored_instances = InstanceData(bboxes=torch.tensor([[45., 45, 64, 64]]))
+    _, pos = head.roi_loss([f[:1] for f in pyramid()], [props], [s])
+    used = pos.coords[0][pos.label_weights[0] > 0]
+    assert len(used) == 3 and not (used == props[2]).all(1).any()
+
+
 def test_handed_on_rois_are_truncated_to_the_smallest_image(head):
     props = [torch.tensor([[10., 10., 40., 40.], [12, 10, 42, 40], [0, 0, 8, 8], [50, 50, 60, 60],
                            [40, 0, 60, 20]]),
