@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 from mmcv.cnn import ConvModule, Scale
-from mmengine.model import BaseModule, bias_init_with_prob, normal_init
+from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
@@ -35,6 +35,9 @@ REGRESS_RANGE_SCALE = 8
 POS_BOX_SCALE = 8
 # Points sit at the centre of their feature cell (MMDetection 3.x's point generator offset).
 POINT_OFFSET = 0.5
+# FCOS's initialisation: normal(0, 0.01) convs, classification bias for a 0.01 prior.
+FCOS_INIT_CFG = dict(type='Normal', layer='Conv2d', std=0.01, override=dict(
+    type='Normal', name='conv_cls', std=0.01, bias_prob=0.01))
 # Test settings of the aux one-stage heads in the official Co-DETR configs.
 DEFAULT_TEST_CFG = dict(nms_pre=1000, score_thr=0.05, max_per_img=100,
                         nms=dict(type='nms', iou_threshold=0.6))
@@ -139,7 +142,7 @@ class CoFCOSHead(BaseModule):
         norm_cfg: normalisation of the stacked convs.
         train_cfg: unused; accepted for the detector's per-branch contract.
         test_cfg: ``nms_pre``, ``score_thr``, ``nms``, ``max_per_img``.
-        init_cfg: mmengine init config (the default is FCOS's: normal std 0.01, prior 0.01).
+        init_cfg: mmengine init config; ``None`` is FCOS's (``FCOS_INIT_CFG``).
     """
 
     def __init__(self, num_classes: int, in_channels: int = 256, feat_channels: int = 256,
@@ -152,7 +155,7 @@ class CoFCOSHead(BaseModule):
                  loss_centerness: dict | None = None, norm_cfg: dict | None = None,
                  train_cfg: dict | None = None, test_cfg: dict | None = None,
                  init_cfg: dict | None = None) -> None:
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(init_cfg=init_cfg or FCOS_INIT_CFG)
         self.num_classes = num_classes
         self.strides = tuple(int(s) for s in strides)
         ranges = default_regress_ranges(self.strides) if regress_ranges is None else regress_ranges
@@ -185,16 +188,6 @@ class CoFCOSHead(BaseModule):
         self.conv_reg = nn.Conv2d(feat_channels, 4, 3, padding=1)
         self.conv_centerness = nn.Conv2d(feat_channels, 1, 3, padding=1)
         self.scales = nn.ModuleList([Scale(1.0) for _ in self.strides])
-
-    def init_weights(self) -> None:
-        """FCOS init: normal(0, 0.01) convs, classification bias for a 0.01 prior."""
-        super().init_weights()
-        if self.init_cfg is not None:
-            return
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                normal_init(module, std=0.01)
-        normal_init(self.conv_cls, std=0.01, bias=bias_init_with_prob(0.01))
 
     def forward(self, pyramid: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         """Raw outputs per level.

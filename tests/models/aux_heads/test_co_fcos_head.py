@@ -154,3 +154,11 @@ def test_config_errors_say_what_to_fix():
         make_head(regress_ranges=((-1, 64),))
     with pytest.raises(ValueError, match='pyramid levels'):
         make_head()(pyramid_for(64, strides=(8, 16, 32)))
+
+
+def test_default_init_is_fcos():
+    head = make_head()
+    prior_bias = -math.log((1 - 0.01) / 0.01)
+    assert torch.allclose(head.conv_cls.bias, torch.full((3,), prior_bias))
+    assert head.conv_reg.bias.abs().max() == 0
+    assert abs(float(head.conv_reg.weight.std()) - 0.01) < 0.003
