@@ -161,4 +161,4 @@ def test_default_init_is_fcos():
     prior_bias = -math.log((1 - 0.01) / 0.01)
     assert torch.allclose(head.conv_cls.bias, torch.full((3,), prior_bias))
     assert head.conv_reg.bias.abs().max() == 0
-    assert abs(float(head.conv_reg.weight.std()) - 0.01) < 0.003
+    assert abs(float(head.conv_reg.weight.detach().std()) - 0.01) < 0.003
