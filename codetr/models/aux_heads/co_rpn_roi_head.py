@@ -76,6 +76,9 @@ class CoRPNRoIHead(nn.Module):
         max_pos_coords: upper bound of the positives handed on per image.
     """
 
+    # CoDETR evaluates through this head when test_cfg.eval_module == 'two-stage'.
+    eval_kind = 'two-stage'
+
     def __init__(self, rpn: dict, roi: dict, train_cfg: dict | None = None,
                  test_cfg: dict | None = None, max_pos_coords: int = MAX_POS_COORDS) -> None:
         super().__init__()

@@ -89,6 +89,7 @@ def head():
 
 
 def test_parameter_names_follow_the_port(head):
+    assert type(head).eval_kind == 'two-stage'  # selected by test_cfg.eval_module='two-stage'
     shapes = {k: tuple(v.shape) for k, v in head.state_dict().items()}
     assert shapes['rpn_head.rpn_conv.weight'] == (C, C, 3, 3)
     assert shapes['rpn_head.rpn_cls.weight'] == (9, C, 1, 1)  # 3 scales x 3 ratios
