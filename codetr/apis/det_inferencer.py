@@ -65,6 +65,9 @@ class DetInferencer:
         self.model = init_detector(model, weights, device=device, cfg_options=cfg_options)
         meta = self.model.dataset_meta or {}
         self.classes = tuple(meta.get('classes', ()))
+        self._pipelines = {
+            from_array: build_test_pipeline(self.model.cfg, from_array)
+            for from_array in (False, True)}
 
     def __call__(self, inputs: ImageInput | Sequence[ImageInput], out_dir: str | None = None,
                  pred_score_thr: float = 0.3, batch_size: int = 1, no_save_vis: bool = False,
@@ -103,8 +106,8 @@ class DetInferencer:
             picked = [i for i, img in enumerate(batch)
                       if isinstance(img, np.ndarray) == from_array]
             if picked:
-                pipeline = build_test_pipeline(self.model.cfg, from_array)
-                samples = run_batch(self.model, pipeline, [batch[i] for i in picked])
+                samples = run_batch(self.model, self._pipelines[from_array],
+                                    [batch[i] for i in picked])
                 results.update(zip(picked, samples))
         return [results[i] for i in range(len(batch))]
 
