@@ -142,22 +142,10 @@ def test_label_outside_num_classes_raises_with_the_fix():
         model(**data, mode='loss')
 
 
-def test_aux_heads_are_not_supported_yet():
-    cfg = tiny_model_cfg(aux_heads=dict(atss=dict(type='CoATSSHead')))
-    with pytest.raises(NotImplementedError, match=r"aux_heads \['atss'\]"):
-        MODELS.build(cfg)
-
-
 def test_empty_aux_heads_is_the_plain_baseline():
     model = MODELS.build(tiny_model_cfg(aux_heads=dict(), adapter=dict(type='Unbuilt')))
     assert len(model.aux_heads) == 0 and model.adapter is None
-
-
-@pytest.mark.parametrize('eval_module', ['one-stage', 'two-stage'])
-def test_aux_eval_modules_are_not_supported_yet(eval_module):
-    cfg = tiny_model_cfg(test_cfg=dict(eval_module=eval_module))
-    with pytest.raises(NotImplementedError, match=eval_module):
-        MODELS.build(cfg)
+    assert len(model.query_head.pos_query_generators) == 0
 
 
 def test_unknown_eval_module_is_rejected():
@@ -183,3 +171,198 @@ def test_loss_with_an_image_without_boxes(model):
     losses = model(**data, mode='loss')
     total, _ = model.parse_losses(losses)
     assert torch.isfinite(total) and losses['loss_cls'] > 0
+
+
+# ----------------------------------------------------------------- aux heads (K > 0)
+def stub_head(kind: str = 'one', **kwargs) -> dict:
+    return dict(type=f'Stub{"OneStage" if kind == "one" else "TwoStage"}AuxHead',
+                num_classes=NUM_CLASSES, in_channels=EMBED, num_levels=3, **kwargs)
+
+
+def aux_model_cfg(aux_heads: dict | None = None, num_decoder_layers: int = 2, **overrides):
+    head = tiny_head_cfg()
+    head['transformer']['decoder']['num_layers'] = num_decoder_layers
+    cfg = tiny_model_cfg(
+        query_head=head,
+        adapter=dict(type='MultiScaleAdapter', num_extra=1, norm_cfg=dict(type='GN', num_groups=8)),
+        aux_heads=aux_heads if aux_heads is not None else dict(rcnn=stub_head('two'),
+                                                               atss=stub_head('one')))
+    cfg.update(overrides)
+    return cfg
+
+
+def build(cfg: dict, seed: int = 0):
+    torch.manual_seed(seed)
+    model = MODELS.build(cfg)
+    model.init_weights()
+    return model
+
+
+def seeded_losses(model, data, seed: int = 3) -> dict:
+    torch.manual_seed(seed)  # denoising noise and positive subsampling draw from torch
+    return model(**copy.deepcopy(data), mode='loss')
+
+
+@pytest.fixture(scope='module')
+def aux_model():
+    from tests.models.co_modules import stub_aux_heads  # noqa: F401  (registers the stubs)
+    return build(aux_model_cfg())
+
+
+@pytest.fixture(scope='module')
+def aux_batch(aux_model):
+    return aux_model.data_preprocessor(make_batch([(64, 64), (48, 56)]), training=True)
+
+
+def test_k2_loss_keys_and_every_parameter_gets_a_gradient(aux_model, aux_batch):
+    aux_model.train()
+    losses = seeded_losses(aux_model, aux_batch)
+    for name in ('rcnn', 'atss'):
+        for key in ('loss_cls', 'loss_bbox'):
+            assert f'{name}.{key}' in losses
+        for key in ('loss_cls', 'loss_bbox', 'loss_iou', 'd0.loss_cls', 'd0.loss_iou'):
+            assert f'{name}.pos.{key}' in losses
+    assert all('loss' in key for key in losses)
+    total, _ = aux_model.parse_losses(losses)
+    aux_model.zero_grad()
+    total.backward()
+    missing = [n for n, p in aux_model.named_parameters()
+               if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
+    assert not missing, f'parameters without a finite gradient: {missing}'
+    # The collaborative parts must actually learn (some zero-initialised layers of the rest
+    # block their inputs' gradients at step 0).
+    collaborative = ('aux_heads.', 'adapter.', 'query_head.pos_query_generators.')
+    zero = [n for n, p in aux_model.named_parameters()
+            if n.startswith(collaborative) and not p.grad.any()]
+    assert not zero, f'collaborative parameters with a zero gradient: {zero}'
+    assert any(n.startswith('query_head.pos_query_generators.rcnn') for n, _ in
+               aux_model.named_parameters())
+
+
+def test_lambda_rules_scale_each_branch(aux_model, aux_batch):
+    aux_model.train()
+    base = seeded_losses(aux_model, aux_batch)
+    # Aux losses are the heads' raw losses times lambda_2 (2) * 2 decoder layers.
+    for name in ('rcnn', 'atss'):
+        raw = aux_model.aux_heads[name].last_raw
+        torch.testing.assert_close(base[f'{name}.loss_cls'].detach(), raw['loss_cls'] * 4)
+    other = build(aux_model_cfg(lambda_1=0.5, lambda_2=3.0))
+    other.load_state_dict(aux_model.state_dict())
+    other.train()
+    scaled = seeded_losses(other, aux_batch)
+    assert scaled.keys() == base.keys()
+    for key, value in base.items():
+        factor = 0.5 if '.pos.' in key else 1.5 if key.startswith(('rcnn.', 'atss.')) else 1.0
+        torch.testing.assert_close(scaled[key], value * factor, msg=key)
+
+
+def test_total_loss_is_the_official_formula_with_six_decoder_layers():
+    from tests.models.co_modules import stub_aux_heads  # noqa: F401
+    model = build(aux_model_cfg(num_decoder_layers=6))
+    model.train()
+    data = model.data_preprocessor(make_batch([(64, 64)]), training=True)
+    losses = seeded_losses(model, data)
+    total, _ = model.parse_losses(losses)
+    main = sum(v for k, v in losses.items() if not k.startswith(('rcnn.', 'atss.')))
+    positive = sum(v for k, v in losses.items() if '.pos.' in k)
+    raw_aux = sum(sum(head.last_raw.values()) for head in model.aux_heads.values())
+    # The official configs: aux loss weights x 12 (= 6 layers x lambda_2 2), positive
+    # queries x lambda_1 1, on all 6 decoder layers (loss_* and d0..d4).
+    assert sum('.pos.d4.' in k for k in losses) == 2 * 3
+    torch.testing.assert_close(total.detach(), (main + 12 * raw_aux + positive).detach())
+
+
+def test_aux_heads_do_not_run_at_prediction_and_their_weights_are_not_needed(aux_model):
+    aux_model.eval()
+    data = aux_model.data_preprocessor(make_batch([(64, 64), (48, 56)]), training=False)
+    for head in aux_model.aux_heads.values():
+        head.explode = True
+    try:
+        with torch.no_grad():
+            full = aux_model.predict(data['inputs'], copy.deepcopy(data['data_samples']))
+    finally:
+        for head in aux_model.aux_heads.values():
+            head.explode = False
+    plain = build(tiny_model_cfg(query_head=aux_model_cfg()['query_head']))
+    kept = {k: v for k, v in aux_model.state_dict().items()
+            if not k.startswith(('aux_heads.', 'adapter.', 'query_head.pos_query_generators.'))}
+    plain.load_state_dict(kept)  # strict: nothing else is missing
+    plain.eval()
+    with torch.no_grad():
+        alone = plain.predict(data['inputs'], copy.deepcopy(data['data_samples']))
+    for a, b in zip(full, alone):
+        torch.testing.assert_close(a.pred_instances.bboxes, b.pred_instances.bboxes)
+        torch.testing.assert_close(a.pred_instances.scores, b.pred_instances.scores)
+
+
+@pytest.mark.parametrize('aux_heads', [
+    dict(atss=stub_head('one')),                           # K = 1, rcnn removed
+    dict(atss=stub_head('two'), rcnn=stub_head('one')),    # kinds swapped, order swapped
+])
+def test_edited_aux_heads_train_a_step(aux_heads):
+    from tests.models.co_modules import stub_aux_heads  # noqa: F401
+    model = build(aux_model_cfg(aux_heads=aux_heads))
+    model.train()
+    assert list(model.aux_heads) == list(aux_heads)
+    assert list(model.query_head.pos_query_generators) == list(aux_heads)
+    data = model.data_preprocessor(make_batch([(64, 64), (48, 56)]), training=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    losses = model(**data, mode='loss')
+    assert {k.split('.')[0] for k in losses if '.' in k and not k.startswith('d')} == set(
+        aux_heads)
+    total, _ = model.parse_losses(losses)
+    before = model.adapter.downsample[0][0].weight.detach().clone()
+    total.backward()
+    optimizer.step()
+    assert torch.isfinite(total)
+    assert not torch.equal(before, model.adapter.downsample[0][0].weight)
+
+
+def test_eval_module_selects_an_aux_head_and_skips_the_decoder(monkeypatch):
+    from tests.models.co_modules import stub_aux_heads
+
+    heads = dict(rcnn=stub_head('two'), a=stub_head('one'), b=stub_head('one'))
+    model = build(aux_model_cfg(aux_heads=heads, test_cfg=dict(eval_module='one-stage')))
+    assert model.eval_head == 'a'  # the first one-stage head
+    assert build(aux_model_cfg(aux_heads=heads, test_cfg=dict(
+        eval_module='two-stage'))).eval_head == 'rcnn'
+    assert build(aux_model_cfg(aux_heads=heads, test_cfg=dict(
+        eval_module='one-stage', eval_head='b'))).eval_head == 'b'
+
+    def no_decoder(*args, **kwargs):
+        raise AssertionError('the decoder must not run for aux evaluation')
+
+    monkeypatch.setattr(model.query_head.transformer, 'decode', no_decoder)
+    model.eval()
+    data = model.data_preprocessor(make_batch([(64, 64)], scale=0.5), training=False)
+    with torch.no_grad():
+        sample = model.predict(data['inputs'], data['data_samples'])[0]
+    # The stub's fixed box divided by scale_factor 0.5.
+    torch.testing.assert_close(sample.pred_instances.bboxes, stub_aux_heads.PREDICTED_BOX * 2)
+
+
+@pytest.mark.parametrize('test_cfg, match', [
+    (dict(eval_module='two-stage'), "needs an aux head of that kind.*'atss': 'one-stage'"),
+    (dict(eval_module='one-stage', eval_head='rpn'), 'needs an aux head of that kind'),
+])
+def test_eval_module_without_a_head_of_that_kind_raises(test_cfg, match):
+    from tests.models.co_modules import stub_aux_heads  # noqa: F401
+    with pytest.raises(ValueError, match=match):
+        MODELS.build(aux_model_cfg(aux_heads=dict(atss=stub_head('one')), test_cfg=test_cfg))
+    with pytest.raises(ValueError, match='needs an aux head'):
+        MODELS.build(tiny_model_cfg(test_cfg=dict(eval_module='one-stage')))
+
+
+@pytest.mark.parametrize('change, match', [
+    (dict(adapter=None), 'needs model.adapter'),
+    (dict(aux_heads=dict(query_head=stub_head())), 'is not allowed'),
+    (dict(aux_heads=dict(**{'a.b': stub_head()})), 'is not allowed'),
+])
+def test_aux_config_errors_say_what_to_fix(change, match):
+    from tests.models.co_modules import stub_aux_heads  # noqa: F401
+    with pytest.raises(ValueError, match=match):
+        MODELS.build(aux_model_cfg(**change))
+    cfg = aux_model_cfg()
+    cfg['query_head']['aux_head_names'] = ('other',)
+    with pytest.raises(ValueError, match='aux_head_names is set by CoDETR'):
+        MODELS.build(cfg)

@@ -1,7 +1,13 @@
-"""CoDETR: backbone + neck + one-to-one query head (+ named auxiliary heads, a later step).
+"""CoDETR: backbone + neck + one-to-one query head + named auxiliary heads.
 
 The detector is wiring only: every computation lives in the modules it composes. See
 DESIGN.md section 3 for the data flow and section 4 for the head contracts.
+
+Total loss (paper eq. 6, with N decoder layers, K aux heads):
+``sum(main) + lambda_2 * N * sum_i(raw aux losses of head i) + lambda_1 * sum_i(positive-query
+losses of head i over all layers)``. The official configs fold ``lambda_2 * N = 12`` into the
+aux heads' loss weights; here the aux heads carry the unfolded weights and the detector
+applies both lambdas, so changing N or lambda_2 needs no edit of the heads.
 """
 from __future__ import annotations
 
@@ -9,15 +15,21 @@ import copy
 
 import torch
 from mmengine.model import BaseModel
+from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from codetr.registry import MODELS
 from codetr.structures import DetDataSample
 
-# Which branch predicts at test time: the one-to-one query head ('detr') or, later, an
-# auxiliary head ('one-stage' = ATSS-like, 'two-stage' = Faster R-CNN-like), as in the
-# official configs' `test_cfg.eval_module`.
+from .. import co_modules  # noqa: F401  (registers MultiScaleAdapter for model.adapter)
+
+# Which branch predicts at test time: the one-to-one query head ('detr') or an auxiliary
+# head ('one-stage' = ATSS-like, 'two-stage' = Faster R-CNN-like), as in the official
+# configs' `test_cfg.eval_module`. Aux heads declare their kind in a class attribute
+# `eval_kind`.
 EVAL_MODULES = ('detr', 'one-stage', 'two-stage')
+# Keys of train_cfg / test_cfg that are not branch names, so no aux head may take them.
+RESERVED_NAMES = ('query_head', 'eval_module', 'eval_head')
 
 
 @MODELS.register_module()
@@ -28,16 +40,22 @@ class CoDETR(BaseModel):
         backbone: config of the backbone, e.g. ``ResNet``; returns a tuple of (B, C_i, H_i, W_i).
         neck: config of the neck (``ChannelMapper``) or ``None`` to feed the backbone's levels.
         query_head: config of the one-to-one head (``CoDINOHead``, ``CoDeformDETRHead``).
-        adapter: config of the multi-scale adapter that turns the encoder memory into the
-            aux heads' pyramid. Only built when ``aux_heads`` is non-empty: with K = 0 it would
-            hold parameters that never receive a gradient (which DDP rejects).
-        aux_heads: ``dict(name=cfg, ...)`` of auxiliary heads; ``None`` or ``{}`` is K = 0,
-            the plain DETR baseline. (K > 0 is not implemented yet.)
+        adapter: config of the multi-scale adapter (``MultiScaleAdapter``) that turns the
+            encoder memory into the aux heads' pyramid; required when ``aux_heads`` is
+            non-empty (``in_channels`` defaults to the query head's width) and not built with
+            K = 0, where it would hold parameters without gradient (which DDP rejects).
+        aux_heads: ``dict(name=cfg, ...)`` of auxiliary heads, built in this order; ``None`` or
+            ``{}`` is K = 0, the plain DETR baseline. Names prefix the loss keys
+            (``{name}.loss_cls``, ``{name}.pos.loss_cls``).
         lambda_1: weight of the positive-query branches (paper eq. 6).
-        lambda_2: weight of the auxiliary heads' losses (paper eq. 6).
+        lambda_2: weight of the auxiliary heads' losses (paper eq. 6); it multiplies the
+            heads' raw losses together with the number of decoder layers.
         train_cfg: per-branch training settings: ``dict(query_head=dict(assigner=...), <aux
-            name>=...)``; ``train_cfg['query_head']`` becomes the head's ``train_cfg``.
-        test_cfg: ``dict(eval_module='detr', query_head=dict(max_per_img=..., nms=...))``.
+            name>=...)``; ``train_cfg[branch]`` becomes that branch's ``train_cfg``.
+        test_cfg: ``dict(eval_module='detr' | 'one-stage' | 'two-stage', eval_head=None | NAME,
+            query_head=dict(max_per_img=..., nms=...), <aux name>=...)``. With an aux
+            ``eval_module``, ``eval_head`` names the head; by default the first aux head whose
+            ``eval_kind`` is ``eval_module``.
         data_preprocessor: config of ``DetDataPreprocessor``.
         init_cfg: mmengine init config.
     """
@@ -54,21 +72,54 @@ class CoDETR(BaseModel):
         if self.eval_module not in EVAL_MODULES:
             raise ValueError(f'test_cfg.eval_module={self.eval_module!r} must be one of '
                              f'{EVAL_MODULES}.')
-        if self.eval_module != 'detr':
-            raise NotImplementedError(
-                f"test_cfg.eval_module={self.eval_module!r} evaluates through an auxiliary "
-                f"head, which codetr does not support yet; use eval_module='detr'.")
-        if aux_heads:
-            raise NotImplementedError(
-                f'aux_heads {sorted(aux_heads)} are not supported yet (K > 0); set '
-                f'model.aux_heads=dict() to train the one-to-one branch alone.')
+        aux_heads = dict(aux_heads or {})
+        self._check_aux_names(aux_heads)
         self.lambda_1 = lambda_1
         self.lambda_2 = lambda_2
         self.backbone = MODELS.build(backbone)
         self.neck = MODELS.build(neck) if neck is not None else None
-        self.query_head = MODELS.build(self._branch_cfg('query_head', query_head))
-        self.aux_heads = nn.ModuleDict()  # filled by name once aux heads exist
-        self.adapter = MODELS.build(adapter) if adapter is not None and aux_heads else None
+        head_cfg = self._branch_cfg('query_head', query_head)
+        if head_cfg.get('aux_head_names', tuple(aux_heads)) != tuple(aux_heads):
+            raise ValueError('model.query_head.aux_head_names is set by CoDETR from '
+                             'model.aux_heads; remove it from the query head config')
+        head_cfg['aux_head_names'] = tuple(aux_heads)
+        self.query_head = MODELS.build(head_cfg)
+        self.adapter = self._build_adapter(adapter) if aux_heads else None
+        self.aux_heads = nn.ModuleDict(
+            {name: MODELS.build(self._branch_cfg(name, cfg)) for name, cfg in aux_heads.items()})
+        self.eval_head = self._select_eval_head()
+
+    @staticmethod
+    def _check_aux_names(aux_heads: dict) -> None:
+        for name in aux_heads:
+            if name in RESERVED_NAMES or '.' in name or not name:
+                raise ValueError(f'aux head name {name!r} is not allowed: use a non-empty name '
+                                 f'without dots, other than {RESERVED_NAMES}')
+
+    def _build_adapter(self, adapter: dict | None) -> nn.Module:
+        if adapter is None:
+            raise ValueError("model.aux_heads needs model.adapter, e.g. "
+                             "adapter=dict(type='MultiScaleAdapter', num_extra=1)")
+        cfg = copy.deepcopy(adapter)
+        cfg.setdefault('in_channels', self.query_head.embed_dims)
+        return MODELS.build(cfg)
+
+    def _select_eval_head(self) -> str | None:
+        """Name of the aux head that predicts when ``eval_module`` is not ``'detr'``."""
+        if self.eval_module == 'detr':
+            return None
+        kinds = {name: getattr(type(head), 'eval_kind', None)
+                 for name, head in self.aux_heads.items()}
+        name = self.test_cfg.get('eval_head')
+        if name is None:
+            name = next((n for n, kind in kinds.items() if kind == self.eval_module), None)
+        if name is None or name not in kinds or kinds[name] != self.eval_module:
+            raise ValueError(
+                f'test_cfg.eval_module={self.eval_module!r} (eval_head='
+                f'{self.test_cfg.get("eval_head")!r}) needs an aux head of that kind, but '
+                f'model.aux_heads has {kinds or "none"}; add such a head, name it in '
+                "test_cfg.eval_head, or use eval_module='detr'")
+        return name
 
     def _branch_cfg(self, name: str, cfg: dict) -> dict:
         """``cfg`` with the detector-level ``train_cfg[name]`` / ``test_cfg[name]`` put in."""
@@ -93,8 +144,17 @@ class CoDETR(BaseModel):
         """Losses of every branch; mmengine sums each entry whose key contains ``loss``."""
         self._check_labels(data_samples)
         feats = self.extract_feat(inputs)
-        # The memory (encoder output per level) feeds the aux branches, which come later.
-        losses, _memory = self.query_head.loss(feats, data_samples)
+        losses, memory = self.query_head.loss(feats, data_samples)
+        if not self.aux_heads:
+            return losses
+        pyramid = self.adapter(memory)
+        # Paper eq. 6 puts lambda_2 inside the sum over the N decoder layers: lambda_2 * N.
+        aux_weight = self.lambda_2 * self.query_head.num_decoder_layers
+        for name, head in self.aux_heads.items():
+            head_losses, positives = head.loss(pyramid, data_samples)
+            losses.update(_scaled(head_losses, f'{name}.', aux_weight))
+            pos_losses = self.query_head.loss_aux(memory, positives, data_samples, name)
+            losses.update(_scaled(pos_losses, f'{name}.pos.', self.lambda_1))
         return losses
 
     def predict(self, inputs: Tensor, data_samples: list[DetDataSample],
@@ -102,10 +162,20 @@ class CoDETR(BaseModel):
         """Adds ``pred_instances`` (bboxes (N, 4) xyxy, scores (N,), labels (N,)) to each
         sample; boxes are in original image pixels when ``rescale``, else network input pixels."""
         feats = self.extract_feat(inputs)
-        results = self.query_head.predict(feats, data_samples, rescale=rescale)
+        if self.eval_head is None:
+            results = self.query_head.predict(feats, data_samples, rescale=rescale)
+        else:
+            results = self._predict_aux(feats, data_samples, rescale)
         for sample, result in zip(data_samples, results):
             sample.pred_instances = result
         return data_samples
+
+    def _predict_aux(self, feats: list[Tensor], data_samples: list[DetDataSample],
+                     rescale: bool) -> list[InstanceData]:
+        """Detections of ``aux_heads[eval_head]``: encoder, adapter, aux head; no decoder."""
+        memory = self.query_head.encode_memory(feats, data_samples)
+        pyramid = self.adapter(memory)
+        return self.aux_heads[self.eval_head].predict(pyramid, data_samples, rescale=rescale)
 
     def _forward(self, inputs: Tensor, data_samples: list[DetDataSample] | None = None):
         """The query head's raw outputs (its ``forward``), without losses or post-processing."""
@@ -134,3 +204,9 @@ class CoDETR(BaseModel):
             raise ValueError(f'label {largest} >= num_classes {num_classes}: set '
                              f'model.query_head.num_classes to the number of classes in your '
                              f'dataset.')
+
+
+def _scaled(losses: dict, prefix: str, weight: float) -> dict:
+    """``{prefix + key: value * weight}``; values are tensors or lists of tensors."""
+    return {f'{prefix}{key}': [v * weight for v in value] if isinstance(value, (list, tuple))
+            else value * weight for key, value in losses.items()}
