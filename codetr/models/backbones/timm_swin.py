@@ -5,6 +5,19 @@ timm (1.0.x) builds the stages; this module adds what detection needs: any input
 the official detection Swin has), ``frozen_stages``, activation checkpointing and loading a
 local checkpoint in either timm's or the official layout (``swin_official_to_timm``).
 
+Why not ``features_only=True``: timm's feature wrapper renames the stages (``layers_0``) and
+has no per-level norms; running ``patch_embed`` and ``layers`` directly keeps timm's own
+parameter names, so the key map stays a short rename. ``dynamic_img_size=True`` lifts
+timm's input-size check and builds the shifted-window masks per input size.
+
+Differences from the official detection Swin, on purpose or inherited from timm:
+- ``frozen_stages=k`` freezes the patch embedding and the first k stages (ResNet's
+  convention); the official code freezes stages 0..k-2 for the same k. Co-DINO Swin-L
+  trains everything (-1), where both agree.
+- timm shifts a stage's windows before padding it to a window multiple, the official code
+  after; outputs agree exactly when every stage is a multiple of the window (set
+  ``size_divisor=32 * window_size``), and differ slightly at the padded border otherwise.
+
 Layouts (``i`` = stage, ``j`` = block):
 
 ====================================================  ===========================================

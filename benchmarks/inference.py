@@ -1,0 +1,140 @@
+"""Time ``model.predict`` on a synthetic batch; prints one JSON object.
+
+    python benchmarks/inference.py CONFIG [--checkpoint PTH] [--batch-size 2] [--img-size 320]
+        [--iters 5] [--warmup 1] [--threads N] [--device cpu|cuda] [--cfg-options k=v ...]
+        [--compare CONFIG2 ...] [--variant NAME k=v ...]
+
+The batch (random pixels, no boxes needed) goes through the model's data preprocessor once;
+each timed iteration is one ``model(..., mode='predict')`` call under ``torch.no_grad`` in
+eval mode: backbone, neck, encoder, decoder and post-processing (NMS if the config has it).
+Without ``--checkpoint`` the weights are random, which times the same work, except that
+NMS cost depends on how many boxes overlap. See benchmarks/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from mmengine.config import DictAction
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    ComponentTimer,
+    PeakMemory,
+    attach_component_timers,
+    build_model,
+    load_config,
+    median,
+    num_classes_of,
+    ratios_to_first,
+    run_variants,
+    sync,
+    synthetic_batch,
+    vs_reference,
+)
+from train_step import shared_argv, variant_argvs  # noqa: E402
+
+from codetr.engine.checkpoint import load_checkpoint  # noqa: E402
+
+COMPARED_KEYS = ('batch_s', 'peak_mem_mb')
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('config')
+    parser.add_argument('--checkpoint', default=None, help='local .pth (state_dict) to load')
+    parser.add_argument('--batch-size', type=int, default=2)
+    parser.add_argument('--img-size', type=int, default=320)
+    parser.add_argument('--num-gt', type=int, default=3, help='unused by predict; kept so '
+                        'that the settings match train_step.py')
+    parser.add_argument('--iters', type=int, default=5)
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'))
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={})
+    parser.add_argument('--compare', nargs='+', default=[], metavar='CONFIG')
+    parser.add_argument('--variant', nargs='+', action='append', default=[],
+                        metavar=('NAME', 'KEY=VALUE'))
+    return parser.parse_args(argv)
+
+
+def load_weights(model: torch.nn.Module, path: str) -> None:
+    """Strictly load a codetr checkpoint (``state_dict`` key or a bare state dict)."""
+    checkpoint = load_checkpoint(path)
+    state = checkpoint.get('state_dict', checkpoint)
+    model.load_state_dict({k.removeprefix('module.'): v for k, v in state.items()})
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Build, warm up and time ``args.iters`` predict calls of one config."""
+    device = torch.device(args.device)
+    cfg = load_config(args.config, args.cfg_options)
+    torch.manual_seed(0)
+    model = build_model(cfg, device)
+    if args.checkpoint:
+        load_weights(model, args.checkpoint)
+    model.eval()
+    raw = synthetic_batch(args.batch_size, args.img_size, args.num_gt, num_classes_of(model))
+    timer = ComponentTimer(device)
+    included = attach_component_timers(model, timer)
+    memory = PeakMemory(device)
+    with torch.no_grad():
+        data = model.data_preprocessor(raw, training=False)
+        memory.start()
+        times, parts = [], []
+        for it in range(args.warmup + args.iters):
+            timer.reset()
+            timer.active = it >= args.warmup
+            sync(device)
+            t0 = time.perf_counter()
+            model(**data, mode='predict')
+            sync(device)
+            elapsed = time.perf_counter() - t0
+            if it >= args.warmup:
+                times.append(elapsed)
+                parts.append(dict(timer.times, rest=elapsed - sum(timer.times.values())))
+    included.pop('query_head_rest', None)
+    included['rest'] = 'predict minus the above: query selection, post-processing (top-k, NMS)'
+    return summarise(args, times, parts, included, memory.report())
+
+
+def summarise(args: argparse.Namespace, times: list[float], parts: list[dict], included: dict,
+              memory: dict) -> dict:
+    batch_s = median(times)
+    return {
+        'benchmark': 'inference', 'config': args.config, 'checkpoint': args.checkpoint,
+        'device': args.device, 'threads': torch.get_num_threads(),
+        'batch_size': args.batch_size, 'img_size': args.img_size, 'iters': args.iters,
+        'warmup': args.warmup, 'batch_s': round(batch_s, 4),
+        'images_per_s': round(args.batch_size / batch_s, 3),
+        'split_s': {n: round(median([p.get(n, 0.0) for p in parts]), 4) for n in included},
+        'components_included': included,
+        'peak_mem_mb': memory['peak_mb'], 'memory': memory,
+        'vs_reference': vs_reference(args, batch_s, memory['peak_mb'], 'predict_batch_s',
+                                     target_speedup=2.0),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.compare or args.variant:
+        argv_common = shared_argv(args) + (['--checkpoint', args.checkpoint]
+                                           if args.checkpoint else [])
+        runs = run_variants(Path(__file__), argv_common, variant_argvs(args))
+        result = {'benchmark': 'inference', 'runs': runs,
+                  'ratios_to_first': ratios_to_first(runs, COMPARED_KEYS)}
+    else:
+        result = measure(args)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,165 @@
+"""Time full training steps (forward, backward, optimizer step) of a config's model; prints
+one JSON object.
+
+    python benchmarks/train_step.py CONFIG [--batch-size 2] [--img-size 320] [--num-gt 3]
+        [--iters 5] [--warmup 2] [--threads N] [--device cpu|cuda] [--cfg-options k=v ...]
+        [--compare CONFIG2 ...] [--variant NAME k=v ...]
+
+The batch is synthetic (random pixels, ``--num-gt`` random boxes per image), passed once
+through the model's data preprocessor; data loading is not timed. The optimizer is the
+config's ``optim_wrapper`` (AdamW, gradient clipping). The forward pass is split by
+component (see the ``components_included`` key of the output); ``backward_step_s`` is the
+backward pass plus the optimizer step.
+
+With ``--compare`` or ``--variant``, every config / variant runs in its own process (the
+CPU peak-RSS figure only ever grows within one process) and the output holds each run and
+its ratios to the first one. See benchmarks/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from mmengine.config import DictAction
+from mmengine.optim import build_optim_wrapper
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    ComponentTimer,
+    PeakMemory,
+    attach_component_timers,
+    build_model,
+    load_config,
+    median,
+    num_classes_of,
+    ratios_to_first,
+    run_variants,
+    sync,
+    synthetic_batch,
+    vs_reference,
+)
+
+COMPARED_KEYS = ('step_s', 'forward_s', 'backward_step_s', 'peak_mem_mb')
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('config')
+    parser.add_argument('--batch-size', type=int, default=2)
+    parser.add_argument('--img-size', type=int, default=320)
+    parser.add_argument('--num-gt', type=int, default=3)
+    parser.add_argument('--iters', type=int, default=5, help='timed steps')
+    parser.add_argument('--warmup', type=int, default=2, help='untimed steps first')
+    parser.add_argument('--threads', type=int, default=None, help='torch.set_num_threads')
+    parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'))
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={})
+    parser.add_argument('--compare', nargs='+', default=[], metavar='CONFIG',
+                        help='more configs measured in the same run (ratios to CONFIG)')
+    parser.add_argument('--variant', nargs='+', action='append', default=[],
+                        metavar=('NAME', 'KEY=VALUE'),
+                        help='a variant of CONFIG: a name and cfg options, e.g. '
+                             '--variant k0 model.aux_heads={} (repeatable)')
+    return parser.parse_args(argv)
+
+
+def shared_argv(args: argparse.Namespace) -> list[str]:
+    """The measurement settings, passed on to each variant's process."""
+    argv = ['--batch-size', str(args.batch_size), '--img-size', str(args.img_size),
+            '--num-gt', str(args.num_gt), '--iters', str(args.iters),
+            '--warmup', str(args.warmup), '--device', args.device]
+    return argv + (['--threads', str(args.threads)] if args.threads else [])
+
+
+def variant_argvs(args: argparse.Namespace) -> dict[str, list[str]]:
+    """``{name: [config, --cfg-options ...]}`` for the base config, --compare and --variant."""
+    base_opts = [f'{k}={v}' for k, v in args.cfg_options.items()]
+
+    def with_opts(config: str, opts: list[str]) -> list[str]:
+        return [config, '--cfg-options', *opts] if opts else [config]
+
+    variants = {Path(args.config).stem: with_opts(args.config, base_opts)}
+    for config in args.compare:
+        variants[Path(config).stem] = with_opts(config, base_opts)
+    for name, *opts in args.variant:
+        variants[name] = with_opts(args.config, base_opts + opts)
+    return variants
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Build, warm up and time ``args.iters`` training steps of one config."""
+    device = torch.device(args.device)
+    cfg = load_config(args.config, args.cfg_options)
+    torch.manual_seed(0)
+    model = build_model(cfg, device)
+    model.train()
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    raw = synthetic_batch(args.batch_size, args.img_size, args.num_gt, num_classes_of(model))
+    data = model.data_preprocessor(raw, training=True)
+    timer = ComponentTimer(device)
+    included = attach_component_timers(model, timer)
+    memory = PeakMemory(device)
+    memory.start()
+    forward_s, backward_s, parts = [], [], []
+    for it in range(args.warmup + args.iters):
+        timer.reset()
+        timer.active = it >= args.warmup
+        sync(device)
+        t0 = time.perf_counter()
+        losses = model(**data, mode='loss')
+        loss, _ = model.parse_losses(losses)
+        sync(device)
+        t1 = time.perf_counter()
+        timer.active = False  # checkpoint recomputation in backward is not forward time
+        optim_wrapper.update_params(loss)
+        sync(device)
+        t2 = time.perf_counter()
+        if it >= args.warmup:
+            forward_s.append(t1 - t0)
+            backward_s.append(t2 - t1)
+            parts.append(dict(timer.times, query_head_rest=(t1 - t0) - sum(timer.times.values())))
+    return summarise(args, cfg, forward_s, backward_s, parts, included, memory.report())
+
+
+def summarise(args: argparse.Namespace, cfg, forward_s: list[float], backward_s: list[float],
+              parts: list[dict], included: dict, memory: dict) -> dict:
+    step_s = median([f + b for f, b in zip(forward_s, backward_s)])
+    names = list(included)
+    result = {
+        'benchmark': 'train_step', 'config': args.config, 'device': args.device,
+        'threads': torch.get_num_threads(), 'batch_size': args.batch_size,
+        'img_size': args.img_size, 'num_gt': args.num_gt, 'iters': args.iters,
+        'warmup': args.warmup, 'num_aux_heads': len(cfg.model.get('aux_heads') or {}),
+        'step_s': round(step_s, 4),
+        'images_per_s': round(args.batch_size / step_s, 3),
+        'forward_s': round(median(forward_s), 4),
+        'backward_step_s': round(median(backward_s), 4),
+        'forward_split_s': {n: round(median([p.get(n, 0.0) for p in parts]), 4) for n in names},
+        'components_included': included,
+        'peak_mem_mb': memory['peak_mb'], 'memory': memory,
+    }
+    result['vs_reference'] = vs_reference(args, step_s, memory['peak_mb'], 'train_step_s',
+                                          target_speedup=3.0)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.compare or args.variant:
+        runs = run_variants(Path(__file__), shared_argv(args), variant_argvs(args))
+        result = {'benchmark': 'train_step', 'runs': runs,
+                  'ratios_to_first': ratios_to_first(runs, COMPARED_KEYS)}
+    else:
+        result = measure(args)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == '__main__':
+    main()
