@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 # elsewhere override it, e.g. `make test TORCH_SPEC="torch torchvision"` (any torch >= 2.4).
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_DIR ?= work_dirs/demo
+DEMO_CONFIG ?= configs/quickstart/co_dino_r18_k2_quickstart_synthetic.py
 
 .PHONY: test demo lint install clean
 
@@ -24,11 +25,15 @@ lint: install
 test: install
 	$(PY) -m pytest
 
+# The main job (README, "make demo"): synthetic shapes, then train / evaluate / draw / plot a
+# small Co-DINO (K = 2 aux heads) on the CPU; outputs in $(DEMO_DIR).
 demo: install
-	$(PY) tools/misc/make_synthetic_dataset.py --out data/synthetic --train 64 --val 16 --seed 0
-	$(PY) tools/analysis_tools/browse_dataset.py configs/_base_/datasets/synthetic_detection.py \
+	$(PY) tools/misc/make_synthetic_dataset.py --out data/synthetic --train 640 --val 64 \
+		--min-size 128 --max-size 160 --seed 0
+	$(PY) tools/analysis_tools/browse_dataset.py $(DEMO_CONFIG) \
 		--output-dir $(DEMO_DIR)/browse --max-images 8
 	@echo "Browsed ground truth written to $(DEMO_DIR)/browse"
+	$(PY) tools/misc/run_demo.py --config $(DEMO_CONFIG) --work-dir $(DEMO_DIR)
 
 clean:
 	rm -rf work_dirs outputs .pytest_cache

@@ -41,7 +41,8 @@ def test_config_builds_its_model(path: Path):
     model = MODELS.build(cfg.model)
     seconds = time.perf_counter() - start
     assert type(model).__name__ == cfg.model.type
-    assert seconds < 10, f'building {path.name} took {seconds:.1f} s'
+    limit = 30 if 'swin_l' in path.name else 10  # Swin-L initialises ~200M parameters
+    assert seconds < limit, f'building {path.name} took {seconds:.1f} s'
     num_params = sum(p.numel() for p in model.parameters())
     assert num_params > 1e6
     classes = _dataset_classes(cfg)
