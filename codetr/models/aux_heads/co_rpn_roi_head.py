@@ -60,6 +60,12 @@ def _ignored(data_sample) -> InstanceData | None:
     return ignored if ignored is not None and 'bboxes' in ignored else None
 
 
+def _pad_shape(data_sample) -> tuple[int, int] | None:
+    """``(h, w)`` of the padded input the anchors must start in, if the sample records it."""
+    shape = data_sample.metainfo.get('pad_shape', data_sample.metainfo.get('batch_input_shape'))
+    return None if shape is None else tuple(shape[:2])
+
+
 @MODELS.register_module()
 class CoRPNRoIHead(nn.Module):
     """RPN + RoI head (Faster R-CNN) used as a Co-DETR auxiliary head.
@@ -134,9 +140,10 @@ class CoRPNRoIHead(nn.Module):
         gt_bboxes = [s.gt_instances.bboxes for s in data_samples]
         cls_scores, bbox_preds = self.rpn_head(pyramid)
         anchors = self.rpn_head.anchors(pyramid)
+        valid = [self.rpn_head.valid_flags(pyramid, _pad_shape(s)) for s in data_samples]
         losses = self.rpn_head.loss(cls_scores, bbox_preds, anchors, gt_bboxes,
                                     self.rpn_assigner, self.rpn_sampler,
-                                    [_ignored(s) for s in data_samples])
+                                    [_ignored(s) for s in data_samples], valid)
         proposals = self.rpn_head.proposals(
             cls_scores, bbox_preds, anchors, [s.metainfo['img_shape'][:2] for s in data_samples],
             self._cfg('train_cfg', 'rpn_proposal', fallback=('test_cfg', 'rpn')))

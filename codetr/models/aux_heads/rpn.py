@@ -72,9 +72,19 @@ class RPNHead(nn.Module):
         return self.prior_generator.grid_priors(sizes, dtype=feats[0].dtype,
                                                 device=feats[0].device)
 
+    def valid_flags(self, feats: list[Tensor], pad_shape: tuple[int, int] | None) -> Tensor | None:
+        """``(total anchors,)`` bool: anchors whose grid cell starts inside ``pad_shape``
+        (all of them when the pyramid was computed from that padded input); None when
+        ``pad_shape`` is unknown."""
+        if pad_shape is None:
+            return None
+        sizes = [tuple(f.shape[-2:]) for f in feats]
+        return torch.cat(self.prior_generator.valid_flags(sizes, pad_shape, feats[0].device))
+
     def loss(self, cls_scores: list[Tensor], bbox_preds: list[Tensor], anchors: list[Tensor],
              gt_bboxes: list[Tensor], assigner, sampler,
-             gt_ignores: list[InstanceData | None] | None = None) -> dict[str, Tensor]:
+             gt_ignores: list[InstanceData | None] | None = None,
+             valid_flags: list[Tensor | None] | None = None) -> dict[str, Tensor]:
         """``loss_rpn_cls`` (objectness) and ``loss_rpn_bbox`` (deltas) of a batch.
 
         Both are divided by the number of anchors sampled in the whole batch (positives and
@@ -88,14 +98,18 @@ class RPNHead(nn.Module):
             assigner / sampler: built ``train_cfg.rpn`` assigner and sampler.
             gt_ignores: per image ignored GT boxes (``bboxes``) or None, for the assigner's
                 ``ignore_iof_thr``.
+            valid_flags: per image output of :meth:`valid_flags` or None (all anchors); other
+                anchors are neither assigned nor sampled (``allowed_border=-1``).
         """
         all_anchors = torch.cat(anchors)
         scores = _flatten(cls_scores, 1)  # (B, total anchors)
         deltas = _flatten(bbox_preds, 4)  # (B, total anchors, 4)
         labels, label_weights, targets, target_weights = [], [], [], []
         avg_factor = 0
-        for boxes, ignore in zip(gt_bboxes, gt_ignores or [None] * len(gt_bboxes)):
-            image_targets = self._targets(all_anchors, boxes, assigner, sampler, ignore)
+        nones = [None] * len(gt_bboxes)
+        for boxes, ignore, valid in zip(gt_bboxes, gt_ignores or nones, valid_flags or nones):
+            inside = None if valid is None else valid.nonzero().squeeze(1)
+            image_targets = self._targets(all_anchors, inside, boxes, assigner, sampler, ignore)
             for out, value in zip((labels, label_weights, targets, target_weights),
                                   image_targets[:4]):
                 out.append(value)
@@ -106,10 +120,12 @@ class RPNHead(nn.Module):
                                    torch.cat(target_weights), avg_factor=avg_factor)
         return dict(loss_rpn_cls=loss_cls, loss_rpn_bbox=loss_bbox)
 
-    def _targets(self, anchors: Tensor, gt_bboxes: Tensor, assigner, sampler,
-                 ignore: InstanceData | None) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
-        """One image's labels (0 object / 1 background), weights, delta targets, normaliser."""
-        priors = InstanceData(priors=anchors)
+    def _targets(self, anchors: Tensor, inside: Tensor | None, gt_bboxes: Tensor, assigner,
+                 sampler, ignore: InstanceData | None
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+        """One image's labels (0 object / 1 background), weights, delta targets, normaliser;
+        only the ``inside`` anchors (indices; None = all) are assigned and sampled."""
+        priors = InstanceData(priors=anchors if inside is None else anchors[inside])
         gts = InstanceData(bboxes=gt_bboxes,
                            labels=gt_bboxes.new_full((len(gt_bboxes),), OBJECT_LABEL,
                                                      dtype=torch.long))
@@ -120,6 +136,8 @@ class RPNHead(nn.Module):
         targets = anchors.new_zeros(num, 4)
         target_weights = anchors.new_zeros(num, 4)
         pos, neg = sampling.pos_inds, sampling.neg_inds
+        if inside is not None:
+            pos, neg = inside[pos], inside[neg]
         labels[pos] = OBJECT_LABEL
         label_weights[pos] = 1.0
         label_weights[neg] = 1.0

@@ -209,6 +209,37 @@ def test_proposals_inside_ignored_boxes_are_not_sampled():
     assert len(used) == 3 and not (used == props[2]).all(1).any()
 
 
+def test_proposal_scores_line_up_with_their_anchors(head):
+    """One high objectness logit at level 1 (stride 16), anchor 4 (ratio 1, scale 4 * 2^(1/3)),
+    row 2, column 1; zero deltas: the best proposal is that anchor, clipped to the image."""
+    sizes = [IMG // s for s in STRIDES]
+    cls_scores = [torch.zeros(1, 9, n, n) for n in sizes]
+    cls_scores[1][0, 4, 2, 1] = 10.0
+    bbox_preds = [torch.zeros(1, 36, n, n) for n in sizes]
+    anchors = head.rpn_head.prior_generator.grid_priors([(n, n) for n in sizes])
+    props = head.rpn_head.proposals(cls_scores, bbox_preds, anchors, [(IMG, IMG)],
+                                    dict(nms_pre=5, max_per_img=3,
+                                         nms=dict(type='nms', iou_threshold=0.7)))[0]
+    half = 16 * 4 * 2 ** (1 / 3) / 2
+    expected = torch.tensor([16 - half, 32 - half, 16 + half, 32 + half]).clamp(0, IMG)
+    torch.testing.assert_close(props.bboxes[0], expected)
+    assert props.scores[0].item() == pytest.approx(torch.sigmoid(torch.tensor(10.0)).item())
+
+
+def test_rpn_samples_only_anchors_inside_the_padded_input(head):
+    feats = pyramid(batch=1)
+    valid = head.rpn_head.valid_flags(feats, (32, 32))
+    # 9 anchors at the first 4x4, 2x2 and 1x1 locations of the 8x8, 4x4, 2x2 levels
+    assert valid.sum() == 9 * (16 + 4 + 1)
+    anchors = torch.cat(head.rpn_head.anchors(feats))
+    labels, label_weights, _, target_weights, _ = head.rpn_head._targets(
+        anchors, valid.nonzero().squeeze(1), torch.tensor([[2., 2., 30., 30.]]),
+        head.rpn_assigner, head.rpn_sampler, None)
+    assert label_weights[~valid].sum() == 0 and label_weights[valid].sum() > 0
+    assert target_weights[~valid].sum() == 0 and target_weights[valid].sum() > 0
+    assert (labels[target_weights[:, 0] > 0] == 0).all()  # object label, class-agnostic
+
+
 def test_handed_on_rois_are_truncated_to_the_smallest_image(head):
     props = [torch.tensor([[10., 10., 40., 40.], [12, 10, 42, 40], [0, 0, 8, 8], [50, 50, 60, 60],
                            [40, 0, 60, 20]]),
