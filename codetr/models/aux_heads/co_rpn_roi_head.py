@@ -9,6 +9,9 @@ head as :class:`AuxPositives`.
 Parameter names follow the MMDetection port (``rpn_head.rpn_conv``, ``rpn_head.rpn_cls``,
 ``rpn_head.rpn_reg``, ``roi_head.bbox_head.shared_fcs.i``, ``roi_head.bbox_head.fc_cls``,
 ``roi_head.bbox_head.fc_reg``) so checkpoints convert by a prefix rename.
+
+Loss weights in the config are this head's own (the official ones divided by
+``lambda_2 * num_decoder_layers = 12``); CoDETR applies that factor to every key.
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ class RoIHead(nn.Module):
     def __init__(self, bbox_roi_extractor: dict, bbox_head: dict) -> None:
         super().__init__()
         self.bbox_roi_extractor = MODELS.build(bbox_roi_extractor)
-        self.bbox_head = Shared2FCBBoxHead(**bbox_head)
+        self.bbox_head = Shared2FCBBoxHead(**_untyped(bbox_head, 'Shared2FCBBoxHead'))
 
     @property
     def num_levels(self) -> int:
@@ -52,6 +55,17 @@ class RoIHead(nn.Module):
         roi_feats = self.bbox_roi_extractor(pyramid[:self.num_levels], rois)
         cls_score, deltas = self.bbox_head(roi_feats)
         return roi_feats, cls_score, deltas
+
+
+def _untyped(cfg: dict, expected: str) -> dict:
+    """``cfg`` without its optional ``type`` key (MMDetection configs name these sub-heads),
+    which must then be the one sub-head this head implements."""
+    cfg = dict(cfg)
+    kind = cfg.pop('type', expected)
+    if kind != expected:
+        raise ValueError(f'CoRPNRoIHead only implements {expected}, got type={kind!r}; drop '
+                         'the type key or write a new aux head')
+    return cfg
 
 
 def _ignored(data_sample) -> InstanceData | None:
@@ -88,7 +102,7 @@ class CoRPNRoIHead(nn.Module):
     def __init__(self, rpn: dict, roi: dict, train_cfg: dict | None = None,
                  test_cfg: dict | None = None, max_pos_coords: int = MAX_POS_COORDS) -> None:
         super().__init__()
-        self.rpn_head = RPNHead(**rpn)
+        self.rpn_head = RPNHead(**_untyped(rpn, 'RPNHead'))
         self.roi_head = RoIHead(**roi)
         self.num_classes = self.roi_head.bbox_head.num_classes
         self.train_cfg = train_cfg

@@ -288,3 +288,10 @@ def test_config_errors_say_what_to_fix(head):
     cfg['train_cfg']['rpn']['allowed_border'] = 0
     with pytest.raises(ValueError, match='allowed_border'):
         MODELS.build(cfg)
+    cfg = head_cfg()
+    cfg['roi']['bbox_head']['type'] = 'Shared4Conv1FCBBoxHead'
+    with pytest.raises(ValueError, match='only implements Shared2FCBBoxHead'):
+        MODELS.build(cfg)
+    cfg = head_cfg()  # the port's type keys are accepted
+    cfg['rpn']['type'], cfg['roi']['bbox_head']['type'] = 'RPNHead', 'Shared2FCBBoxHead'
+    assert isinstance(MODELS.build(cfg), type(head))
