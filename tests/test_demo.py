@@ -88,3 +88,38 @@ def test_demo_trains_evaluates_draws_and_plots(tmp_path):
     assert curves is not None and curves.shape[1] > curves.shape[0]
     assert (work / 'epoch_1.pth').is_file()
     assert str(work / 'curves.png') in out
+
+
+@pytest.mark.parametrize('variant, heads', [('k0', []), ('k1', ['atss']),
+                                            ('k2', ['rcnn', 'atss'])])
+def test_quickstart_variants_differ_only_in_their_aux_heads(variant, heads):
+    from codetr.registry import MODELS
+
+    cfg = Config.fromfile(ROOT / 'configs' / 'quickstart'
+                          / f'co_dino_r18_{variant}_quickstart_synthetic.py')
+    model = MODELS.build(cfg.model)
+    assert list(model.aux_heads) == heads
+    assert sorted(model.query_head.pos_query_generators) == sorted(heads)
+    assert sorted(k for k in cfg.model.train_cfg if k != 'query_head') == sorted(heads)
+    assert (model.adapter is None) == (not heads)
+
+
+def test_an_aux_head_changes_from_the_command_line():
+    """`--cfg-options model.aux_heads.atss.num_classes=20` style overrides reach the heads."""
+    from mmengine.config import DictAction
+
+    from codetr.registry import MODELS
+
+    cfg = Config.fromfile(DEMO_CFG)
+    action = DictAction(option_strings=['--cfg-options'], dest='cfg_options')
+    options = {}
+    for item in ('model.query_head.num_classes=20', 'model.aux_heads.atss.num_classes=20',
+                 'model.aux_heads.rcnn.roi.bbox_head.num_classes=20', 'model.lambda_2=1.0'):
+        key, value = item.split('=')
+        options[key] = action._parse_iterable(value)
+    cfg.merge_from_dict(options)
+    model = MODELS.build(cfg.model)
+    assert model.aux_heads['atss'].num_classes == 20
+    assert model.aux_heads['rcnn'].num_classes == 20
+    assert model.aux_heads['atss'].atss_cls.out_channels == 20  # one anchor per location
+    assert model.lambda_2 == 1.0
