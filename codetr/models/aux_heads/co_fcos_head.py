@@ -145,6 +145,9 @@ class CoFCOSHead(BaseModule):
         init_cfg: mmengine init config; ``None`` is FCOS's (``FCOS_INIT_CFG``).
     """
 
+    # CoDETR evaluates through this head when test_cfg.eval_module == 'one-stage'.
+    eval_kind = 'one-stage'
+
     def __init__(self, num_classes: int, in_channels: int = 256, feat_channels: int = 256,
                  stacked_convs: int = 1, strides: Sequence[int] = (4, 8, 16, 32, 64, 128),
                  regress_ranges: Sequence[Sequence[float]] | None = None,

@@ -68,6 +68,9 @@ class CoRetinaHead(BaseModule):
         max_pos_coords: most positive queries handed on per image.
     """
 
+    # CoDETR evaluates through this head when test_cfg.eval_module == 'one-stage'.
+    eval_kind = 'one-stage'
+
     def __init__(self, num_classes: int, in_channels: int = 256, stacked_convs: int = 1,
                  feat_channels: int = 256, norm_cfg: dict | None = None,
                  anchor_generator: dict | None = None, bbox_coder: dict | None = None,
