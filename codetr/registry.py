@@ -87,7 +87,8 @@ def _child(name: str, parent: Registry, *locations: str) -> CodetrRegistry:
 RUNNERS = _child('runner', MMENGINE_RUNNERS, 'codetr.engine')
 RUNNER_CONSTRUCTORS = _child('runner constructor', MMENGINE_RUNNER_CONSTRUCTORS, 'codetr.engine')
 LOOPS = _child('loop', MMENGINE_LOOPS, 'codetr.engine')
-HOOKS = _child('hook', MMENGINE_HOOKS, 'codetr.engine', 'codetr.visualization')
+HOOKS = _child('hook', MMENGINE_HOOKS, 'codetr.engine', 'codetr.visualization',
+                'codetr.models.converters')
 LOG_PROCESSORS = _child('log_processor', MMENGINE_LOG_PROCESSORS, 'codetr.engine')
 FUNCTIONS = _child('function', MMENGINE_FUNCTIONS, 'codetr.datasets')
 
