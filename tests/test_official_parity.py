@@ -14,6 +14,7 @@ layer's QFL by 1.4e-3 relative).
 from __future__ import annotations
 
 import copy
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,7 @@ FIXTURE = 'fixtures/co_dino_tiny_mmdet3'
 FIXTURE_CONFIG = 'configs/tests/co_dino_tiny_fixture.py'
 R50_CONFIG = 'configs/co_dino/co_dino_5scale_r50_8xb2_1x_coco.py'
 R50_KEYS = 'reference/co_dino_5scale_r50_mmdet3_state_dict.tsv'
+CO_DEFORM_CONFIG = 'configs/co_deformable_detr/co_deformable_detr_r50_8xb2_1x_coco.py'
 QUICKSTART_K2 = 'configs/quickstart/co_dino_r18_k2_quickstart_synthetic.py'
 # Fixture README: boxes within 1e-3 px, scores within 1e-4, loss terms within 1e-4 relative.
 BOX_ATOL, SCORE_ATOL, LOSS_RTOL = 1e-3, 1e-4, 1e-4
@@ -194,8 +196,10 @@ def test_conversion_errors_name_the_keys_and_shapes(repo_root, port_weights):
 
 
 def _to_official(state: dict[str, torch.Tensor], order: list[str]) -> dict[str, torch.Tensor]:
-    """codetr -> official names for a K=2 (rcnn two-stage, atss one-stage) Co-DINO model."""
-    out = {}
+    """codetr -> official names for a model with aux heads ``rcnn`` (two-stage) and ``atss``."""
+    out, head_pos = {}, {}
+    family = {'pos_trans': 'aux_pos_trans', 'pos_trans_norm': 'aux_pos_trans_norm',
+              'feats_trans': 'pos_feats_trans', 'feats_norm': 'pos_feats_norm'}
     for key, value in state.items():
         if key.startswith('adapter.downsample.0.'):
             key = 'query_head.downsample.' + key.removeprefix('adapter.downsample.0.')
@@ -204,11 +208,33 @@ def _to_official(state: dict[str, torch.Tensor], order: list[str]) -> dict[str, 
         elif key.startswith('aux_heads.atss.'):
             key = 'bbox_head.0.' + key.removeprefix('aux_heads.atss.')
         elif key.startswith('query_head.pos_query_generators.'):
-            name, param, rest = key.removeprefix('query_head.pos_query_generators.').split('.')
-            family = {'pos_trans': 'aux_pos_trans', 'pos_trans_norm': 'aux_pos_trans_norm'}
-            key = f'query_head.transformer.{family[param]}.{order.index(name)}.{rest}'
+            name, param, *rest = key.removeprefix('query_head.pos_query_generators.').split('.')
+            if param == 'head_pos_embed':
+                head_pos[order.index(name)] = value
+                continue
+            key = f'query_head.transformer.{family[param]}.{order.index(name)}.{rest[0]}'
         out[key] = value.clone()
+    if head_pos:  # the official nn.Embedding(K, D): one row per head
+        out['query_head.transformer.head_pos_embed.weight'] = torch.stack(
+            [head_pos[i] for i in range(len(head_pos))])
     return out
+
+
+def test_co_deformable_detr_official_layout_round_trips(repo_root):
+    cfg = Config.fromfile(repo_root / CO_DEFORM_CONFIG)
+    cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model)
+    state = model.state_dict()
+    embeds = [k for k in state if k.endswith('head_pos_embed')]
+    for i, name in enumerate(embeds):  # distinct values, so swapped rows would show
+        state[name].fill_(i + 1.0)
+    official = _to_official(state, official_head_order(model))
+    assert official['query_head.transformer.head_pos_embed.weight'].shape == (2, 1)
+    assert 'query_head.transformer.pos_feats_trans.1.weight' in official
+    converted = convert_official(official, model)
+    assert converted.keys() == state.keys()
+    for key, value in state.items():
+        assert torch.equal(converted[key], value), key
 
 
 def test_runner_load_from_converts_an_official_checkpoint(repo_root, tmp_path):
@@ -226,3 +252,33 @@ def test_runner_load_from_converts_an_official_checkpoint(repo_root, tmp_path):
     loaded = runner.model.state_dict()
     for key, value in source.state_dict().items():
         assert torch.equal(loaded[key], value), key
+
+
+def _converter_tool(repo_root: Path):
+    path = repo_root / 'tools' / 'model_converters' / 'codetr_official_to_codetr.py'
+    spec = importlib.util.spec_from_file_location('codetr_official_to_codetr', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_converter_tool_writes_full_and_deployment_checkpoints(repo_root, tmp_path):
+    config = str(repo_root / QUICKSTART_K2)
+    source = MODELS.build(Config.fromfile(config).model)
+    official = _to_official(source.state_dict(), official_head_order(source))
+    src = tmp_path / 'official.pth'
+    torch.save({'state_dict': official, 'meta': {'CLASSES': ('a', 'b')}}, src)
+    tool = _converter_tool(repo_root)
+
+    tool.main([config, str(src), str(tmp_path / 'full.pth')])
+    full = torch.load(tmp_path / 'full.pth', weights_only=True)
+    assert full['meta']['dataset_meta'] == {'classes': ('a', 'b')}
+    assert full['state_dict'].keys() == source.state_dict().keys()
+
+    tool.main([config, str(src), str(tmp_path / 'deploy.pth'), '--drop-aux'])
+    deploy = torch.load(tmp_path / 'deploy.pth', weights_only=True)['state_dict']
+    expected = {k for k in source.state_dict() if not k.startswith(
+        ('aux_heads.', 'adapter.', 'query_head.pos_query_generators.'))}
+    assert set(deploy) == expected
+    with pytest.raises(SystemExit, match='already a codetr file'):
+        tool.main([config, str(tmp_path / 'full.pth'), str(tmp_path / 'again.pth')])
