@@ -98,7 +98,9 @@ def measure(args: argparse.Namespace) -> dict:
             if it >= args.warmup:
                 times.append(elapsed)
                 parts.append(dict(timer.times, rest=elapsed - sum(timer.times.values())))
-    included.pop('query_head_rest', None)
+    # aux heads and positive queries never run in predict (eval_module='detr')
+    included = {k: v for k, v in included.items()
+                if not k.startswith(('aux_head.', 'positive_queries', 'query_head_rest'))}
     included['rest'] = 'predict minus the above: query selection, post-processing (top-k, NMS)'
     return summarise(args, times, parts, included, memory.report())
 
