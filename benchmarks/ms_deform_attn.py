@@ -9,9 +9,10 @@ fit a CPU; ``codino``/``codino_encoder`` are the full 800x1333, batch-2 shape (G
 CPU only when named explicitly). ``*_encoder`` has one query per feature position,
 the others 900 decoder queries.
 
-The ``pytorch_stacked`` variant (stack every level's samples, then weight them) always
-runs next to ``pytorch`` so the memory saved by per-level accumulation is printed as a
-ratio. Memory: on CUDA ``torch.cuda.max_memory_allocated`` above the inputs; on CPU the
+Two reference variants always run next to ``pytorch`` and are printed as ratios to it:
+``pytorch_autograd`` (the previous per-point formulation differentiated by autograd; what
+the hand-written backward replaced) and ``pytorch_stacked`` (stack every level's samples,
+then weight them). Memory: on CUDA ``torch.cuda.max_memory_allocated`` above the inputs; on CPU the
 growth of the process's resident-set high-water mark (``resource.getrusage`` ru_maxrss),
 each case in a fresh subprocess so earlier cases do not hide it.
 """
@@ -33,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from codetr.models.layers.ms_deform_attn.op import get_backend  # noqa: E402
 from codetr.models.layers.ms_deform_attn.pytorch_backend import (  # noqa: E402
+    ms_deform_attn_pytorch_autograd,
     ms_deform_attn_pytorch_stacked,
 )
 
@@ -67,9 +69,12 @@ def make_inputs(size: str, device: torch.device, dtype: torch.dtype) -> tuple:
                  for t in (value, shapes, starts, locs, weights))
 
 
+REFERENCE_VARIANTS = {'pytorch_autograd': ms_deform_attn_pytorch_autograd,
+                      'pytorch_stacked': ms_deform_attn_pytorch_stacked}
+
+
 def get_fn(backend: str):
-    return ms_deform_attn_pytorch_stacked if backend == 'pytorch_stacked' else get_backend(
-        backend)
+    return REFERENCE_VARIANTS.get(backend) or get_backend(backend)
 
 
 class PeakMemory:
@@ -163,15 +168,15 @@ def skip_reason(backend: str, size: str, args: argparse.Namespace, asked: set) -
 
 
 def compare(results: list[dict]) -> list[dict]:
-    """Stacked-vs-per-level ratios for every size where both ran."""
+    """Reference-variant / pytorch ratios for every size where both ran."""
     by_key = {(r['backend'], r['size']): r for r in results if 'error' not in r}
     lines = []
-    for (backend, size), lean in by_key.items():
-        naive = by_key.get(('pytorch_stacked', size))
-        if backend != 'pytorch' or naive is None:
+    for (backend, size), naive in by_key.items():
+        lean = by_key.get(('pytorch', size))
+        if backend not in REFERENCE_VARIANTS or lean is None:
             continue
         lines.append(dict(
-            compare='pytorch_stacked / pytorch', size=size,
+            compare=f'{backend} / pytorch', size=size,
             peak_mb_forward_ratio=round(naive['peak_mb_forward'] / max(lean['peak_mb_forward'],
                                                                         1e-3), 2),
             peak_mb_forward_backward_ratio=round(naive['peak_mb_forward_backward']
@@ -191,8 +196,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f'comma-separated from {list(SIZES)}; default: small,small_encoder '
                              'on CPU, all on CUDA')
     parser.add_argument('--backends', default='pytorch,triton',
-                        help='comma-separated from pytorch, triton, mmcv, pytorch_stacked '
-                             '(pytorch_stacked is added whenever pytorch runs)')
+                        help='comma-separated from pytorch, triton, mmcv, pytorch_autograd, '
+                             'pytorch_stacked (both references are added whenever pytorch '
+                             'runs)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
                         choices=('cpu', 'cuda'))
     parser.add_argument('--repeat', type=int, default=5, help='timed runs per case (median)')
@@ -217,8 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f'Unknown sizes {unknown}; choose from {list(SIZES)}.')
     backends = args.backends.split(',')
-    if 'pytorch' in backends and 'pytorch_stacked' not in backends:
-        backends.append('pytorch_stacked')
+    if 'pytorch' in backends:
+        backends += [name for name in REFERENCE_VARIANTS if name not in backends]
     results = []
     for size in sizes:
         for backend in backends:

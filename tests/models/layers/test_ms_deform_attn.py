@@ -17,7 +17,10 @@ from codetr.models.layers.ms_deform_attn import (
     resolve_backend,
 )
 from codetr.models.layers.ms_deform_attn import op as msda_op
-from codetr.models.layers.ms_deform_attn.pytorch_backend import ms_deform_attn_pytorch_stacked
+from codetr.models.layers.ms_deform_attn.pytorch_backend import (
+    ms_deform_attn_pytorch_autograd,
+    ms_deform_attn_pytorch_stacked,
+)
 from codetr.registry import MODELS
 
 
@@ -99,6 +102,70 @@ def test_pytorch_gradcheck():
     args = (value.requires_grad_(), shapes, starts, locs.requires_grad_(),
             weights.requires_grad_())
     assert torch.autograd.gradcheck(ms_deform_attn_pytorch, args, atol=1e-7)
+
+
+def grads_of(fn, inputs: tuple, grad: torch.Tensor, wrt: tuple = (0, 3, 4)) -> tuple:
+    """Output of ``fn`` and its gradients w.r.t. the inputs at positions ``wrt``."""
+    inputs = [t.detach().clone().requires_grad_(i in wrt) if t.is_floating_point() else t
+              for i, t in enumerate(inputs)]
+    out = fn(*inputs)
+    return (out, *torch.autograd.grad(out, [inputs[i] for i in wrt], grad))
+
+
+@pytest.mark.parametrize('wrt', [(0, 3, 4), (0,), (3,), (4,), (0, 4)])
+def test_function_grads_equal_autograd_formulation(wrt):
+    # Three levels of odd shapes, ~1/5 of the points outside the maps, float64.
+    inputs = make_inputs([[5, 7], [3, 4], [1, 2]], batch=2, queries=6, heads=3, dims=4,
+                         points=3, seed=3)
+    grad = torch.randn(2, 6, 12, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    new = grads_of(ms_deform_attn_pytorch, inputs, grad, wrt)
+    old = grads_of(ms_deform_attn_pytorch_autograd, inputs, grad, wrt)
+    assert torch.equal(new[0], old[0])  # same ops in the same order: bit-identical output
+    for got, expected in zip(new[1:], old[1:]):
+        assert got.shape == expected.shape
+        assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12)
+    assert all(g.abs().sum() > 0 for g in new[1:])
+
+
+def test_function_gradcheck_with_python_list_shapes():
+    value, shapes, starts, locs, weights = make_inputs([[3, 4], [2, 3], [1, 1]], batch=1,
+                                                       queries=3, dims=2, seed=5)
+    args = (value.requires_grad_(), shapes.tolist(), starts.tolist(), locs.requires_grad_(),
+            weights.requires_grad_())
+    assert torch.autograd.gradcheck(ms_deform_attn_pytorch, args, atol=1e-7)
+
+
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5), (torch.bfloat16, 5e-2)])
+def test_function_grads_low_precision(dtype, tol):
+    inputs = make_inputs([[4, 5], [8, 8]], seed=6)
+    locs = (inputs[3] * 16).round() / 16  # exact in every dtype, as in the test above
+    inputs = (inputs[0].to(dtype), inputs[1], inputs[2], locs.to(dtype), inputs[4].to(dtype))
+    grad = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(7)).to(dtype)
+    got = grads_of(ms_deform_attn_pytorch, inputs, grad)
+    exact = grads_of(ms_deform_attn_pytorch_autograd,
+                     [t.double() if t.is_floating_point() else t for t in inputs], grad.double())
+    for name, a, b in zip(('out', 'value', 'locs', 'weights'), got, exact):
+        assert a.dtype == dtype, name
+        # locs grads scale with the map size (d x_pix / d loc = w): compare relative to max.
+        err = ((a.double() - b).abs().max() / b.abs().max().clamp(min=1)).item()
+        assert err < tol, (name, err)
+
+
+def test_function_saves_nothing_without_grad_and_refuses_double_backward():
+    inputs = make_inputs([[4, 5], [2, 2]], seed=8)
+    leaves = [t.requires_grad_() if t.is_floating_point() else t for t in inputs]
+    expected = ms_deform_attn_pytorch_autograd(*inputs).detach()
+    with torch.no_grad():
+        out = ms_deform_attn_pytorch(*leaves)
+    assert out.grad_fn is None and torch.equal(out, expected)
+    with torch.inference_mode():
+        out = ms_deform_attn_pytorch(*leaves)
+    assert out.grad_fn is None and torch.equal(out, expected)
+    out = ms_deform_attn_pytorch(*leaves)
+    assert type(out.grad_fn).__name__ == '_MSDeformAttnFunctionBackward'
+    (grad_value,) = torch.autograd.grad(out.square().sum(), leaves[0], create_graph=True)
+    with pytest.raises(RuntimeError, match='differentiate twice'):
+        grad_value.sum().backward()
 
 
 def test_backend_dispatch(monkeypatch):
