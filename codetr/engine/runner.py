@@ -1,6 +1,7 @@
 """``CodetrRunner``: mmengine's Runner with checked loading, atomic saving and CPU DDP."""
 from __future__ import annotations
 
+import copy
 import os.path as osp
 from collections.abc import Callable
 
@@ -28,7 +29,28 @@ class CodetrRunner(Runner):
       never leaves a partial file under the checkpoint's name.
     - ``setup_env`` starts a CPU-only distributed run itself (gloo, no ``cuda.set_device``),
       which mmengine's ``init_dist`` cannot do on a machine without GPUs.
+    - ``from_cfg`` reads ``load_from_convert='official'``: ``load_from`` names an official
+      Co-DETR checkpoint (Sense-X release or MMDetection port), renamed on load by
+      ``OfficialCheckpointHook``.
     """
+
+    # Values of the config key ``load_from_convert`` and the hook each one adds.
+    CONVERTERS = {'official': 'OfficialCheckpointHook'}
+
+    @classmethod
+    def from_cfg(cls, cfg) -> CodetrRunner:
+        cfg = copy.deepcopy(cfg)
+        convert = cfg.pop('load_from_convert', None)
+        if convert is not None:
+            if convert not in cls.CONVERTERS:
+                raise ValueError(f'load_from_convert={convert!r} is not one of '
+                                 f'{sorted(cls.CONVERTERS)}; use None for codetr checkpoints.')
+            hook_type = cls.CONVERTERS[convert]
+            hooks = list(cfg.get('custom_hooks') or [])
+            if not any(str(h.get('type', '')).split('.')[-1] == hook_type for h in hooks):
+                hooks.append(dict(type=hook_type))
+            cfg['custom_hooks'] = hooks
+        return super().from_cfg(cfg)
 
     def setup_env(self, env_cfg: dict) -> None:
         dist_cfg = env_cfg.get('dist_cfg', {})
