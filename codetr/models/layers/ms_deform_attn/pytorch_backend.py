@@ -38,6 +38,8 @@ _BILINEAR, _ZEROS = 0, 0
 _ALIGN_CORNERS = False
 # Corner entries per gather chunk: 4M keeps its rows + weights near 32 MB (int32 + fp32).
 _GATHER_CHUNK = 4 * 2**20
+# Devices where embedding_bag with per_sample_weights is known to work.
+_GATHER_DEVICES = ('cpu', 'cuda')
 
 Shapes = Sequence[Sequence[int]]
 
@@ -76,10 +78,10 @@ def _forward(value: Tensor, shapes: list[tuple[int, int]], starts: list[int],
              sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
     """The attention output (B, Q, H*D) in ``value.dtype``, summed in >= fp32.
 
-    fp32 / fp64 values take the gather path (one ``embedding_bag``); bf16 / fp16 take the
-    per-level ``grid_sample`` path, whose accumulator is fp32.
+    fp32 / fp64 values on CPU / CUDA take the gather path (``embedding_bag``); bf16 / fp16
+    (whose sum must be fp32) and other devices take the per-level ``grid_sample`` path.
     """
-    if value.dtype in (torch.float32, torch.float64):
+    if value.dtype in (torch.float32, torch.float64) and value.device.type in _GATHER_DEVICES:
         return _forward_gather(value, shapes, starts, sampling_locations, attention_weights)
     return _forward_grid_sample(value, shapes, starts, sampling_locations, attention_weights)
 
