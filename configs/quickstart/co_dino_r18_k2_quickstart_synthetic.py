@@ -6,8 +6,8 @@
 #       --val 64 --min-size 128 --max-size 160
 #   python tools/misc/run_demo.py            # or: python tools/train.py THIS_CONFIG
 # The structure and loss weights are the official Co-DINO R50 ones (co_dino_5scale_r50.py);
-# what changes for the CPU is listed below. `make demo` (8 epochs) measured 15 min on a busy
-# 2-core CPU, box AP 0.185 / AP50 0.305 (README, "The main job").
+# what changes for the CPU is listed below. `make demo` (8 epochs) measured 9.7 min on an idle
+# 2-core CPU (venv present), box AP 0.184 / AP50 0.296 (README, "The main job").
 _base_ = [
     '../_base_/models/co_dino_5scale_r50.py',
     '../_base_/datasets/synthetic_detection.py',
