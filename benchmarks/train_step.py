@@ -110,7 +110,8 @@ def measure(args: argparse.Namespace) -> dict:
         timer.active = it >= args.warmup
         sync(device)
         t0 = time.perf_counter()
-        losses = model(**data, mode='loss')
+        with optim_wrapper.optim_context(model):  # autocast with BFloat16OptimWrapper
+            losses = model(**data, mode='loss')
         loss, _ = model.parse_losses(losses)
         sync(device)
         t1 = time.perf_counter()

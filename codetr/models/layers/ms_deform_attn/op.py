@@ -134,8 +134,19 @@ def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Ten
     _check_shapes(value, spatial_shapes, sampling_locations, attention_weights)
     if backend == 'auto':
         backend = resolve_backend(value.device)
-    return get_backend(backend)(value, spatial_shapes, level_start_index, sampling_locations,
-                                attention_weights)
+    device_type = value.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return get_backend(backend)(value, spatial_shapes, level_start_index,
+                                    sampling_locations, attention_weights)
+    # Under autocast the backends see their inputs' own dtypes (autocast would otherwise
+    # re-cast inside them). On a CPU the pytorch backend's fast path is float32 (a gather;
+    # low-precision values go through grid_sample, which is slower there), so autocast
+    # values are sampled in float32 and the next projection casts the result back.
+    if backend == 'pytorch' and device_type == 'cpu':
+        value = value.float()
+    with torch.autocast(device_type, enabled=False):
+        return get_backend(backend)(value, spatial_shapes, level_start_index,
+                                    sampling_locations, attention_weights)
 
 
 def _check_shapes(value: Tensor, spatial_shapes: Tensor, sampling_locations: Tensor,
