@@ -182,7 +182,13 @@ def test_function_saves_nothing_without_grad_and_refuses_double_backward():
 
 def test_backend_dispatch(monkeypatch):
     monkeypatch.delenv(msda_op.ENV_VAR, raising=False)
-    assert resolve_backend(torch.device('cpu')) == 'pytorch'
+    monkeypatch.setattr(msda_op, '_AUTO_CHOICE', {})
+    monkeypatch.setattr(msda_op, '_load_cpp', lambda: (_ for _ in ()).throw(
+        ImportError('no compiler')))
+    assert resolve_backend(torch.device('cpu')) == 'pytorch'  # cpp unavailable: fallback
+    monkeypatch.setattr(msda_op, '_AUTO_CHOICE', {})
+    monkeypatch.setattr(msda_op, '_load_cpp', lambda: (lambda *args: torch.zeros(1, 3, 16)))
+    assert resolve_backend(torch.device('cpu')) == 'pytorch'  # cpp fails its smoke test
     monkeypatch.setenv(msda_op.ENV_VAR, 'mmcv')
     assert resolve_backend(torch.device('cpu')) == 'mmcv'
     monkeypatch.setenv(msda_op.ENV_VAR, 'cuda_kernel')

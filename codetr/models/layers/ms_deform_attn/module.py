@@ -37,7 +37,7 @@ class MultiScaleDeformableAttention(BaseModule):
         dropout: dropout on the projected output before the residual sum.
         batch_first: True for (B, Q, C) inputs, False for (Q, B, C).
         value_proj_ratio: value channels = ``embed_dims * value_proj_ratio``.
-        backend: ``ms_deform_attn`` backend ('auto', 'pytorch', 'triton', 'mmcv').
+        backend: ``ms_deform_attn`` backend ('auto', 'pytorch', 'cpp', 'triton', 'mmcv').
         init_cfg: mmengine init config; the default initialisation is always applied.
     """
 

@@ -1,13 +1,17 @@
 """``ms_deform_attn``: one entry point, several backends, chosen once per device type.
 
 Backends:
-    ``pytorch``  grid_sample reference; any device, any float dtype.
+    ``pytorch``  plain torch ops (an ``embedding_bag`` gather forward, a ``grid_sample``
+                 backward); any device, any float dtype.
+    ``cpp``      fused CPU kernels (``csrc/ms_deform_attn_cpu.cpp``), compiled on first use
+                 with torch's C++ extension loader; float32 / float64.
     ``triton``   fused kernels with a hand-written backward (CUDA; CPU only under
                  ``TRITON_INTERPRET=1``, for tests).
     ``mmcv``     mmcv's compiled CUDA op, used only if a full mmcv with ``mmcv._ext`` is
                  installed; never required.
     ``auto``     CUDA tensors: triton if it imports and passes a smoke test, else mmcv,
-                 else pytorch. Other devices: pytorch. The environment variable
+                 else pytorch. CPU tensors: cpp if it builds and passes a smoke test, else
+                 pytorch. Other devices: pytorch. The environment variable
                  ``CODETR_MSDA_BACKEND`` (one of the names above) replaces ``auto``.
 """
 from __future__ import annotations
@@ -21,12 +25,18 @@ from torch import Tensor
 
 from .pytorch_backend import ms_deform_attn_pytorch
 
-BACKENDS = ('auto', 'pytorch', 'triton', 'mmcv')
+BACKENDS = ('auto', 'pytorch', 'cpp', 'triton', 'mmcv')
 ENV_VAR = 'CODETR_MSDA_BACKEND'
 MSDAFn = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
 
 logger = logging.getLogger(__name__)
 _AUTO_CHOICE: dict[str, str] = {}  # device type -> backend name picked by 'auto'
+
+
+def _load_cpp() -> MSDAFn:
+    from .cpp_backend import load_extension, ms_deform_attn_cpp
+    load_extension()
+    return ms_deform_attn_cpp
 
 
 def _load_triton() -> MSDAFn:
@@ -52,14 +62,15 @@ def _load_mmcv() -> MSDAFn:
 
 def get_backend(name: str) -> MSDAFn:
     """The implementation called ``name`` (not ``auto``); ImportError if unavailable."""
-    loaders = {'pytorch': lambda: ms_deform_attn_pytorch, 'triton': _load_triton,
-               'mmcv': _load_mmcv}
+    loaders = {'pytorch': lambda: ms_deform_attn_pytorch, 'cpp': _load_cpp,
+               'triton': _load_triton, 'mmcv': _load_mmcv}
     if name not in loaders:
         raise ValueError(f'Unknown ms_deform_attn backend {name!r}; choose one of {BACKENDS}.')
     try:
         return loaders[name]()
     except ImportError as err:
-        needs = {'triton': 'the triton package (ships with CUDA builds of torch)',
+        needs = {'cpp': 'a C++ compiler and ninja to build its CPU kernels',
+                 'triton': 'the triton package (ships with CUDA builds of torch)',
                  'mmcv': 'a full mmcv built with its CUDA ops (mmcv-lite has none)'}[name]
         raise ImportError(f'ms_deform_attn backend {name!r} needs {needs}: {err}. Use '
                           f"backend='auto' or 'pytorch' instead.") from err
@@ -96,15 +107,15 @@ def resolve_backend(device: torch.device) -> str:
     if device.type in _AUTO_CHOICE:
         return _AUTO_CHOICE[device.type]
     choice = 'pytorch'
-    if device.type == 'cuda':
-        for name in ('triton', 'mmcv'):
-            try:
-                fn = get_backend(name)
-            except Exception:  # absent or broken install: try the next one
-                continue
-            if _smoke_test(fn, device):
-                choice = name
-                break
+    for name in {'cuda': ('triton', 'mmcv'), 'cpu': ('cpp',)}.get(device.type, ()):
+        try:
+            fn = get_backend(name)
+        except Exception as err:  # absent or broken install: try the next one
+            logger.warning('ms_deform_attn: backend %r unavailable (%s)', name, err)
+            continue
+        if _smoke_test(fn, device):
+            choice = name
+            break
     _AUTO_CHOICE[device.type] = choice
     logger.info('ms_deform_attn: backend %r chosen for %s tensors', choice, device.type)
     return choice
@@ -142,7 +153,7 @@ def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Ten
     # re-cast inside them). On a CPU the pytorch backend's fast path is float32 (a gather;
     # low-precision values go through grid_sample, which is slower there), so autocast
     # values are sampled in float32 and the next projection casts the result back.
-    if backend == 'pytorch' and device_type == 'cpu':
+    if backend in ('pytorch', 'cpp') and device_type == 'cpu':
         value = value.float()
     with torch.autocast(device_type, enabled=False):
         return get_backend(backend)(value, spatial_shapes, level_start_index,
