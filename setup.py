@@ -31,5 +31,7 @@ setup(
         for name in ('tests', 'export', 'fairscale', 'tensorboard')
     },
     include_package_data=True,
+    # The CPU deformable-attention kernels are compiled from source on first use.
+    package_data={'codetr': ['models/layers/ms_deform_attn/csrc/*.cpp']},
     zip_safe=False,
 )
