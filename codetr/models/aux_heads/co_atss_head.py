@@ -25,6 +25,7 @@ from codetr.structures import DetDataSample
 
 from ..co_modules.positives import MAX_POS_COORDS, AuxPositives
 from ..query_heads.detr_criterion import mean_over_ranks
+from ..utils import float32_inputs, to_float32
 from .anchor_head_utils import (
     AnchorTargets,
     anchor_targets,
@@ -161,7 +162,8 @@ class CoATSSHead(BaseModule):
             ``loss_cls``, ``loss_bbox``, ``loss_centerness`` (this head's own weights) and
             the :class:`AuxPositives` made from all anchors with their ATSS labels.
         """
-        cls_scores, bbox_preds, centernesses = self(pyramid)
+        # float32 from here on: anchors, targets and losses never run in autocast's bf16
+        cls_scores, bbox_preds, centernesses = to_float32(self(pyramid))
         sizes = [tuple(m.shape[-2:]) for m in cls_scores]
         _, anchors, inside = image_anchors(self.prior_generator, sizes, data_samples,
                                            self.train_cfg['allowed_border'], cls_scores[0])
@@ -174,6 +176,7 @@ class CoATSSHead(BaseModule):
                                     self.max_pos_coords)
         return losses, positives
 
+    @float32_inputs
     def get_targets(self, anchors: Tensor, inside: list[Tensor],
                     featmap_sizes: list[tuple[int, int]],
                     data_samples: list[DetDataSample]) -> list[AnchorTargets]:
@@ -193,6 +196,7 @@ class CoATSSHead(BaseModule):
                                           self.train_cfg['pos_weight'], assign))
         return targets
 
+    @float32_inputs
     def _losses(self, anchors: Tensor, cls_scores: Tensor, bbox_preds: Tensor,
                 centernesses: Tensor, targets: list[AnchorTargets]) -> dict[str, Tensor]:
         """Official ATSS normalisers on the batch (``(B, N, K)`` predictions).
@@ -242,7 +246,7 @@ class CoATSSHead(BaseModule):
         """Detections per image: ``bboxes (K, 4)`` xyxy (original image pixels when
         ``rescale``), ``scores (K,)`` = sigmoid class score * sigmoid centerness, ``labels``.
         """
-        cls_scores, bbox_preds, centernesses = self(pyramid)
+        cls_scores, bbox_preds, centernesses = to_float32(self(pyramid))
         sizes = [tuple(m.shape[-2:]) for m in cls_scores]
         level_anchors = self.prior_generator.grid_priors(
             sizes, dtype=cls_scores[0].dtype, device=cls_scores[0].device)
@@ -253,6 +257,7 @@ class CoATSSHead(BaseModule):
             results.append(self._predict_single(levels, sample, rescale))
         return results
 
+    @float32_inputs
     def _predict_single(self, levels: list[tuple[Tensor, ...]], sample: DetDataSample,
                         rescale: bool) -> InstanceData:
         """MMDetection's dense-head post-processing for one image."""

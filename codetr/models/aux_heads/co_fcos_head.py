@@ -21,6 +21,7 @@ from codetr.models.co_modules import AuxPositives, select_positives
 from codetr.models.layers.nms import batched_nms
 from codetr.models.query_heads.detr_criterion import mean_over_ranks
 from codetr.models.query_heads.postprocess import _scale_factor
+from codetr.models.utils import float32_inputs, to_float32
 from codetr.registry import MODELS
 from codetr.structures import DetDataSample
 
@@ -245,7 +246,8 @@ class CoFCOSHead(BaseModule):
             at the positive points, targets the assigned GT boxes, feats the pyramid feature
             at each point.
         """
-        cls_scores, distances, centernesses = self(pyramid)
+        # float32 from here on: targets and losses never run in autocast's bf16
+        cls_scores, distances, centernesses = to_float32(self(pyramid))
         points, ranges, strides, _ = self._points(pyramid)
         labels, ltrb = [], []
         for sample in data_samples:
@@ -260,6 +262,7 @@ class CoFCOSHead(BaseModule):
                               _flatten(centernesses)[..., 0], labels, ltrb, points)
         return losses, self._positives(pyramid, points, strides, labels, ltrb)
 
+    @float32_inputs
     def _losses(self, cls_scores: Tensor, distances: Tensor, centerness: Tensor,
                 labels: Tensor, ltrb: Tensor, points: Tensor) -> dict[str, Tensor]:
         """MMDetection's FCOS losses over the batch's ``(B, P, .)`` predictions / targets."""
@@ -309,7 +312,7 @@ class CoFCOSHead(BaseModule):
             ``InstanceData`` with ``bboxes (K, 4)`` xyxy (original image pixels when
             ``rescale``, else network input pixels), ``scores (K,)``, ``labels (K,)``.
         """
-        cls_scores, distances, centernesses = self(pyramid)
+        cls_scores, distances, centernesses = to_float32(self(pyramid))
         points, _, _, counts = self._points(pyramid)
         points = points.split(counts)
         results = []
@@ -319,6 +322,7 @@ class CoFCOSHead(BaseModule):
             results.append(self._predict_image(levels, sample.metainfo, rescale))
         return results
 
+    @float32_inputs
     def _predict_image(self, levels: list[tuple[Tensor, Tensor, Tensor, Tensor]],
                        meta: dict, rescale: bool) -> InstanceData:
         """One image: ``levels`` of (cls (C, H, W), ltrb (4, H, W), ctr (1, H, W), points)."""

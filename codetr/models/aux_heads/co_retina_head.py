@@ -21,6 +21,7 @@ from codetr.registry import MODELS, TASK_UTILS
 from codetr.structures import DetDataSample
 
 from ..co_modules.positives import MAX_POS_COORDS, AuxPositives
+from ..utils import float32_inputs, to_float32
 from .anchor_head_utils import (
     AnchorTargets,
     anchor_targets,
@@ -135,7 +136,8 @@ class CoRetinaHead(BaseModule):
             ``loss_cls``, ``loss_bbox`` (this head's own weights) and the
             :class:`AuxPositives` made from all anchors with their max-IoU labels.
         """
-        cls_scores, bbox_preds = self(pyramid)
+        # float32 from here on: anchors, targets and losses never run in autocast's bf16
+        cls_scores, bbox_preds = to_float32(self(pyramid))
         sizes = [tuple(m.shape[-2:]) for m in cls_scores]
         _, anchors, inside = image_anchors(self.prior_generator, sizes, data_samples,
                                            self.train_cfg['allowed_border'], cls_scores[0])
@@ -147,6 +149,7 @@ class CoRetinaHead(BaseModule):
                                     self.max_pos_coords)
         return losses, positives
 
+    @float32_inputs
     def get_targets(self, anchors: Tensor, inside: list[Tensor],
                     data_samples: list[DetDataSample]) -> list[AnchorTargets]:
         """Max-IoU targets per image over all ``(N, 4)`` anchors; ``inside`` per image ``(N,)``."""
@@ -154,6 +157,7 @@ class CoRetinaHead(BaseModule):
                                self.train_cfg['pos_weight'], self.assigner.assign)
                 for flags, sample in zip(inside, data_samples)]
 
+    @float32_inputs
     def _losses(self, anchors: Tensor, cls_scores: Tensor, bbox_preds: Tensor,
                 targets: list[AnchorTargets]) -> dict[str, Tensor]:
         """Both losses divided by the positives of the batch (at least one per image), as
@@ -184,22 +188,29 @@ class CoRetinaHead(BaseModule):
                 rescale: bool = True) -> list[InstanceData]:
         """Detections per image: ``bboxes (K, 4)`` xyxy (original image pixels when
         ``rescale``), ``scores (K,)`` sigmoid class scores, ``labels (K,)``."""
-        cls_scores, bbox_preds = self(pyramid)
+        cls_scores, bbox_preds = to_float32(self(pyramid))
         sizes = [tuple(m.shape[-2:]) for m in cls_scores]
         level_anchors = self.prior_generator.grid_priors(
             sizes, dtype=cls_scores[0].dtype, device=cls_scores[0].device)
-        cfg = self.test_cfg
         results = []
         for i, sample in enumerate(data_samples):
-            img_shape = input_shape(sample, 'img_shape')
-            boxes, scores, labels = [], [], []
-            for anchors, cls, reg in zip(level_anchors, cls_scores, bbox_preds):
-                probs = cls[i].permute(1, 2, 0).reshape(-1, self.num_classes).sigmoid()
-                score, idx, label = top_scores(probs, cfg['score_thr'], cfg['nms_pre'])
-                deltas = reg[i].permute(1, 2, 0).reshape(-1, 4)[idx]
-                boxes.append(self.bbox_coder.decode(anchors[idx], deltas, max_shape=img_shape))
-                scores.append(score)
-                labels.append(label)
-            results.append(postprocess_dense(torch.cat(boxes), torch.cat(scores),
-                                             torch.cat(labels), sample.metainfo, cfg, rescale))
+            levels = [(anchors, cls[i], reg[i])
+                      for anchors, cls, reg in zip(level_anchors, cls_scores, bbox_preds)]
+            results.append(self._predict_single(levels, sample, rescale))
         return results
+
+    @float32_inputs
+    def _predict_single(self, levels: list[tuple[Tensor, Tensor, Tensor]],
+                        sample: DetDataSample, rescale: bool) -> InstanceData:
+        """One image from per-level (anchors, cls (A * K, H, W), deltas (A * 4, H, W))."""
+        cfg, img_shape = self.test_cfg, input_shape(sample, 'img_shape')
+        boxes, scores, labels = [], [], []
+        for anchors, cls, reg in levels:
+            probs = cls.permute(1, 2, 0).reshape(-1, self.num_classes).sigmoid()
+            score, idx, label = top_scores(probs, cfg['score_thr'], cfg['nms_pre'])
+            deltas = reg.permute(1, 2, 0).reshape(-1, 4)[idx]
+            boxes.append(self.bbox_coder.decode(anchors[idx], deltas, max_shape=img_shape))
+            scores.append(score)
+            labels.append(label)
+        return postprocess_dense(torch.cat(boxes), torch.cat(scores), torch.cat(labels),
+                                 sample.metainfo, cfg, rescale)

@@ -7,6 +7,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from codetr.models.layers.nms import multiclass_nms
+from codetr.models.utils import float32_inputs
 from codetr.registry import MODELS, TASK_UTILS
 from codetr.structures import scale_boxes
 
@@ -71,6 +72,7 @@ class Shared2FCBBoxHead(nn.Module):
             return deltas
         return deltas.view(len(rois), -1, 4)[torch.arange(len(rois)), labels]
 
+    @float32_inputs
     def loss(self, cls_score: Tensor, deltas: Tensor, rois: Tensor, labels: Tensor,
              gt_bboxes: Tensor) -> dict[str, Tensor]:
         """Classification and box losses of the sampled RoIs of a batch.
@@ -101,6 +103,7 @@ class Shared2FCBBoxHead(nn.Module):
         losses['loss_bbox'] = self.loss_bbox(pred, target, torch.ones_like(pred), avg_factor=num)
         return losses
 
+    @float32_inputs
     def predict(self, cls_score: Tensor, deltas: Tensor, rois: Tensor, img_meta: dict,
                 cfg: dict, rescale: bool = True) -> InstanceData:
         """One image's detections: softmax scores, per-class boxes, multi-class NMS.

@@ -11,6 +11,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from codetr.models.layers.nms import batched_nms
+from codetr.models.utils import at_least_float32, float32_inputs
 from codetr.registry import MODELS, TASK_UTILS
 
 # MMDetection's RPNHead initialisation: Normal(std=0.01) on every conv, zero bias.
@@ -67,9 +68,10 @@ class RPNHead(nn.Module):
         return cls_scores, bbox_preds
 
     def anchors(self, feats: list[Tensor]) -> list[Tensor]:
-        """Per level ``(H * W * A, 4)`` xyxy anchors in input pixels, location-major."""
+        """Per level ``(H * W * A, 4)`` xyxy anchors in input pixels, location-major; float32
+        at least, also when the features are autocast's bfloat16."""
         sizes = [tuple(f.shape[-2:]) for f in feats]
-        return self.prior_generator.grid_priors(sizes, dtype=feats[0].dtype,
+        return self.prior_generator.grid_priors(sizes, dtype=at_least_float32(feats[0].dtype),
                                                 device=feats[0].device)
 
     def valid_flags(self, feats: list[Tensor], pad_shape: tuple[int, int] | None) -> Tensor | None:
@@ -81,6 +83,7 @@ class RPNHead(nn.Module):
         sizes = [tuple(f.shape[-2:]) for f in feats]
         return torch.cat(self.prior_generator.valid_flags(sizes, pad_shape, feats[0].device))
 
+    @float32_inputs
     def loss(self, cls_scores: list[Tensor], bbox_preds: list[Tensor], anchors: list[Tensor],
              gt_bboxes: list[Tensor], assigner, sampler,
              gt_ignores: list[InstanceData | None] | None = None,
@@ -148,6 +151,7 @@ class RPNHead(nn.Module):
         return labels, label_weights, targets, target_weights, sampling.avg_factor
 
     @torch.no_grad()
+    @float32_inputs
     def proposals(self, cls_scores: list[Tensor], bbox_preds: list[Tensor],
                   anchors: list[Tensor], img_shapes: list[tuple[int, int]],
                   cfg: dict) -> list[InstanceData]:

@@ -20,6 +20,7 @@ from codetr.registry import MODELS
 
 from ..co_modules import AuxPositives
 from ..layers import inverse_sigmoid
+from ..utils import at_least_float32, to_float32
 from .aux_queries import aux_query_targets, build_pos_query_generators, get_generator
 from .co_deform_detr_transformer import FlatPyramid
 from .co_dino_head import level_padding_masks
@@ -47,6 +48,9 @@ CO_DEFORMABLE_DETR_R50_TRANSFORMER = dict(
 DEFAULT_POS_QUERY_CFG = dict(mode='deformable', with_coord_feat=True, head_pos_dims=1)
 # Initial foreground probability of the classifiers (DETR-family focal-loss heads).
 PRIOR_PROB = 0.01
+# The entries of forward()'s output that are predictions (cast to float32 for losses and
+# post-processing under autocast); ``memory`` stays in the network's dtype for the aux heads.
+PREDICTION_KEYS = ('all_cls_scores', 'all_bbox_preds', 'enc_cls_scores', 'enc_bbox_preds')
 
 
 def _reg_branch(embed_dims: int, num_fcs: int) -> nn.Sequential:
@@ -204,7 +208,9 @@ class CoDeformDETRHead(BaseModule):
         """
         metas = [s.metainfo for s in data_samples]
         gts = [s.gt_instances for s in data_samples]
+        # float32 predictions (autocast): matching and losses in full precision
         out = self.forward(feats, data_samples)
+        out.update(to_float32({key: out[key] for key in PREDICTION_KEYS}))
         losses = self.criterion.loss_layers(out['all_cls_scores'], out['all_bbox_preds'],
                                             metas, gt_instances_list=gts)
         # The encoder proposals are trained as a binary objectness score: every GT is class 0.
@@ -242,9 +248,11 @@ class CoDeformDETRHead(BaseModule):
         boxes, targets = aux_query_targets(positives, metas, self.num_classes)
         query, query_pos = generator(boxes, positives.feats)
         flat = self._flatten(memory, data_samples)
-        hidden, refs = self.transformer.decode(query, query_pos, flat.feats, flat,
-                                               boxes.to(query), self.reg_branches)
-        cls_scores, bbox_preds = self.predict_layers(hidden, refs)
+        # the reference boxes stay float32 when the queries are autocast's bfloat16
+        boxes = boxes.to(query.device, at_least_float32(query.dtype))
+        hidden, refs = self.transformer.decode(query, query_pos, flat.feats, flat, boxes,
+                                               self.reg_branches)
+        cls_scores, bbox_preds = to_float32(self.predict_layers(hidden, refs))
         return self.criterion.loss_layers(cls_scores, bbox_preds, metas, targets=targets)
 
     def encode_memory(self, feats: list[Tensor], data_samples: list[Any]) -> list[Tensor]:
@@ -263,6 +271,7 @@ class CoDeformDETRHead(BaseModule):
             K <= ``test_cfg['max_per_img']``.
         """
         out = self.forward(feats, data_samples)
+        out.update(to_float32({key: out[key] for key in PREDICTION_KEYS}))
         cfg = self.test_cfg
         # With NMS the official head post-processes all num_queries top pairs, then caps.
         top_k = cfg['max_per_img'] if cfg['nms'] is None else self.num_queries

@@ -19,6 +19,7 @@ from codetr.registry import MODELS
 from ..layers.transformer import coordinate_to_encoding, gen_encoder_output_proposals
 from ..layers.transformer.layers import init_detr_weights
 from ..layers.transformer.utils import get_valid_ratio
+from ..utils import at_least_float32, to_float32
 
 # Sine embedding of the proposal boxes (official ``get_proposal_pos_embed``).
 PROPOSAL_EMBED_TEMPERATURE = 10000.0
@@ -117,7 +118,8 @@ class CoDeformableDetrTransformer(BaseModule):
             pos=torch.cat(pos, 1),
             spatial_shapes=spatial_shapes,
             level_start_index=torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]]),
-            valid_ratios=torch.stack([get_valid_ratio(m) for m in masks], 1).to(feats[0]))
+            valid_ratios=torch.stack([get_valid_ratio(m) for m in masks], 1).to(
+                feats[0].device, at_least_float32(feats[0].dtype)))
 
     def encode(self, flat: FlatPyramid) -> Tensor:
         """(B, S, C) encoder memory."""
@@ -143,7 +145,8 @@ class CoDeformableDetrTransformer(BaseModule):
             raise ValueError(f'the feature maps hold {memory.size(1)} positions, fewer than '
                              f'num_queries={num_queries} proposals to select: use larger input '
                              'images or fewer queries')
-        output_memory, proposals = gen_encoder_output_proposals(memory, flat.mask,
+        # proposals are built in the memory's dtype: float32, not autocast's bfloat16
+        output_memory, proposals = gen_encoder_output_proposals(to_float32(memory), flat.mask,
                                                                 flat.spatial_shapes)
         output_memory = self.enc_output_norm(self.enc_output(output_memory))
         enc_cls_scores = cls_branch(output_memory)

@@ -26,6 +26,7 @@ from codetr.structures import DetDataSample
 from ..co_modules import AuxPositives
 from ..layers.dn_query import CdnQueryGenerator
 from ..layers.transformer import inverse_sigmoid
+from ..utils import at_least_float32, to_float32
 from .aux_queries import aux_query_targets, build_pos_query_generators, get_generator
 from .co_dino_transformer import CO_DINO_R50_TRANSFORMER, EncoderOutput
 from .detr_criterion import DetrCriterion
@@ -230,7 +231,8 @@ class CoDINOHead(BaseModule):
         reference = torch.cat([dn_bbox_query.sigmoid(), selected.reference_points], dim=1)
         hidden, refs = self.transformer.decode(query, reference, enc, self.reg_branches,
                                                self_attn_mask=attn_mask)
-        cls_scores, bbox_preds = self.predict_layers(hidden, refs)
+        # float32 from here on (autocast): targets, matching and losses in full precision
+        cls_scores, bbox_preds = to_float32(self.predict_layers(hidden, refs))
 
         num_dn = dn_meta['num_denoising_queries']
         gts = [s.gt_instances for s in data_samples]
@@ -275,8 +277,10 @@ class CoDINOHead(BaseModule):
         boxes, targets = aux_query_targets(positives, metas, self.num_classes)
         query, _ = generator(boxes, positives.feats)
         enc = EncoderOutput.from_levels(memory, level_padding_masks(memory, data_samples))
-        hidden, refs = self.transformer.decode(query, boxes.to(query), enc, self.reg_branches)
-        cls_scores, bbox_preds = self.predict_layers(hidden, refs)
+        # the reference boxes stay float32 when the queries are autocast's bfloat16
+        boxes = boxes.to(query.device, at_least_float32(query.dtype))
+        hidden, refs = self.transformer.decode(query, boxes, enc, self.reg_branches)
+        cls_scores, bbox_preds = to_float32(self.predict_layers(hidden, refs))
         return self.criterion.loss_layers(cls_scores, bbox_preds, metas, targets=targets)
 
     def encode_memory(self, feats: list[Tensor],
@@ -294,7 +298,7 @@ class CoDINOHead(BaseModule):
             ``rescale``, else network input), ``scores (K,)``, ``labels (K,)``,
             ``K <= test_cfg.max_per_img``.
         """
-        cls_scores, bbox_preds = self.forward(feats, data_samples)
+        cls_scores, bbox_preds = to_float32(self.forward(feats, data_samples))
         cfg: dict[str, Any] = self.test_cfg
         return [detr_postprocess(cls_scores[-1, i], bbox_preds[-1, i], sample.metainfo,
                                  max_per_img=cfg.get('max_per_img', DEFAULT_MAX_PER_IMG),

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from codetr.registry import MODELS
 
 from ..layers.transformer import gen_encoder_output_proposals, get_valid_ratio
+from ..utils import to_float32
 
 # Official Co-DINO R50 (5 levels) transformer, from the Co-DETR configs: 6 + 6 layers, 8 heads,
 # 4 sampling points, FFN 2048, no dropout; the first 4 encoder layers are checkpointed.
@@ -173,8 +174,9 @@ class CoDinoTransformer(BaseModule):
         0). Mixed query selection: the decoder's content query is the learned
         ``query_embed``, its initial box the selected proposal (detached).
         """
+        # proposals are built in the memory's dtype: float32, not autocast's bfloat16
         output_memory, proposals = gen_encoder_output_proposals(
-            enc.memory, enc.memory_mask, enc.spatial_shapes)
+            to_float32(enc.memory), enc.memory_mask, enc.spatial_shapes)
         output_memory = self.enc_output_norm(self.enc_output(output_memory))
         enc_logits = cls_branch(output_memory)  # [B, S, C]
         enc_coords = reg_branch(output_memory) + proposals  # [B, S, 4] logit space

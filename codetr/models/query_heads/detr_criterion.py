@@ -17,6 +17,10 @@ positives averaged over ranks (at least 1); the classification loss by the posit
 (``bg_cls_weight = 0`` for sigmoid losses), averaged over ranks when ``sync_cls_avg_factor``.
 With ``QualityFocalLoss`` the class target of a positive is the IoU (detached) of its
 predicted box with its GT box.
+
+Every public method takes bfloat16 / float16 predictions too (autocast) and works in float32
+with autocast disabled (:func:`~codetr.models.utils.float32_inputs`): matching costs, targets
+and losses never run in half precision.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ from codetr.registry import MODELS, TASK_UTILS
 from codetr.structures import bbox_cxcywh_to_xyxy, bbox_overlaps, bbox_xyxy_to_cxcywh
 
 from ..losses import QualityFocalLoss
+from ..utils import float32_inputs
 
 LOSS_NAMES = ('cls', 'bbox', 'iou')
 
@@ -107,6 +112,7 @@ class DetrCriterion(nn.Module):
         self.sync_cls_avg_factor = sync_cls_avg_factor
 
     # ------------------------------------------------------------------ targets
+    @float32_inputs
     def match(self, cls_scores: Tensor, bbox_preds: Tensor,
               gt_instances_list: Sequence[InstanceData],
               img_metas: Sequence[dict[str, Any]]) -> DetrTargets:
@@ -130,6 +136,7 @@ class DetrCriterion(nn.Module):
         return self._targets_from_indices(gt_inds - 1, gt_inds > 0, gt_instances_list,
                                           img_metas, bbox_preds, num_pos)
 
+    @float32_inputs
     def dn_targets(self, gt_instances_list: Sequence[InstanceData],
                    img_metas: Sequence[dict[str, Any]], dn_meta: dict[str, Any],
                    like: Tensor) -> DetrTargets:
@@ -170,6 +177,7 @@ class DetrCriterion(nn.Module):
                            bbox_weights, int(num_pos))
 
     # ------------------------------------------------------------------- losses
+    @float32_inputs
     def loss_single(self, cls_scores: Tensor, bbox_preds: Tensor, targets: DetrTargets,
                     img_metas: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
         """Losses of one layer against given targets.
@@ -223,6 +231,7 @@ class DetrCriterion(nn.Module):
         positive = (labels >= 0) & (labels < num_classes)
         return torch.where(positive, iou, torch.zeros_like(iou))
 
+    @float32_inputs
     def loss_layers(self, all_cls_scores: Tensor, all_bbox_preds: Tensor,
                     img_metas: Sequence[dict[str, Any]],
                     gt_instances_list: Sequence[InstanceData] | None = None,

@@ -8,6 +8,8 @@ from torch import Tensor
 
 from codetr.structures import bbox_cxcywh_to_xyxy
 
+from ..utils import float32_inputs
+
 
 def _scale_factor(img_meta: dict[str, Any]) -> tuple[float, float]:
     """``(w, h)`` resize factor of the network input relative to the original image."""
@@ -21,6 +23,7 @@ def _scale_factor(img_meta: dict[str, Any]) -> tuple[float, float]:
     return float(factor[0]), float(factor[1])
 
 
+@float32_inputs
 def detr_postprocess(cls_scores: Tensor, bbox_preds: Tensor, img_meta: dict[str, Any],
                      max_per_img: int, score_thr: float = 0.0, nms: dict | None = None,
                      rescale: bool = True) -> InstanceData:
@@ -40,7 +43,8 @@ def detr_postprocess(cls_scores: Tensor, bbox_preds: Tensor, img_meta: dict[str,
 
     Returns:
         ``InstanceData`` with ``bboxes (K, 4)`` xyxy pixels, ``scores (K,)``, ``labels (K,)``,
-        ``K <= max_per_img``, sorted by descending score.
+        ``K <= max_per_img``, sorted by descending score; at least float32 (bfloat16 inputs
+        are cast, autocast is off inside).
     """
     num_classes = cls_scores.size(-1)
     k = min(max_per_img, cls_scores.numel())
