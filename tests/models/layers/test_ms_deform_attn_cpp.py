@@ -1,6 +1,7 @@
 """The fused CPU kernels (``cpp`` backend) against the brute-force loop and the pytorch backend."""
 import pytest
 import torch
+import torch.utils.checkpoint
 
 from codetr.models.layers.ms_deform_attn import (
     MultiScaleDeformableAttention,
@@ -138,3 +139,20 @@ def test_module_with_cpp_backend_equals_pytorch_backend():
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-5,
                                    msg=name)
+
+
+def test_auto_choice_made_inside_checkpointed_forward(monkeypatch):
+    # The first deformable attention of a model runs inside an activation-checkpointed
+    # encoder layer: the backend's smoke test must not be caught by the checkpoint's hooks.
+    monkeypatch.delenv(msda_op.ENV_VAR, raising=False)
+    monkeypatch.setattr(msda_op, '_AUTO_CHOICE', {})
+    inputs = make_inputs([[3, 4], [2, 2]], dims=8, dtype=torch.float32)
+    value = inputs[0].clone().requires_grad_()
+
+    def layer(v):
+        return ms_deform_attn(v, *inputs[1:]).sum()
+
+    torch.utils.checkpoint.checkpoint(layer, value, use_reentrant=False).backward()
+    assert msda_op._AUTO_CHOICE == {'cpu': 'cpp'}
+    expected = torch.autograd.grad(ms_deform_attn_pytorch(value, *inputs[1:]).sum(), value)[0]
+    torch.testing.assert_close(value.grad, expected, rtol=1e-5, atol=1e-6)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 
 import torch
@@ -77,7 +78,21 @@ def get_backend(name: str) -> MSDAFn:
 
 
 def _smoke_test(fn: MSDAFn, device: torch.device) -> bool:
-    """Run ``fn`` forward and backward once on a tiny input and compare with pytorch."""
+    """Run ``fn`` forward and backward once on a tiny input and compare with pytorch.
+
+    The first call usually comes from inside a model's forward: under no_grad, autocast,
+    or activation checkpointing, whose saved-tensor hooks would capture the test's own
+    graph. Those states are thread-local, so the test runs in a fresh thread.
+    """
+    result: list[bool] = []
+    worker = threading.Thread(target=lambda: result.append(_smoke_test_here(fn, device)),
+                              name='ms_deform_attn-smoke-test')
+    worker.start()
+    worker.join()
+    return bool(result and result[0])
+
+
+def _smoke_test_here(fn: MSDAFn, device: torch.device) -> bool:
     try:
         # The first call may come from inside no_grad / inference_mode / autocast code.
         with torch.inference_mode(False), torch.enable_grad(), torch.autocast(
