@@ -21,7 +21,12 @@ from codetr.registry import MODELS
 from ..co_modules import AuxPositives
 from ..layers import inverse_sigmoid
 from ..utils import at_least_float32, to_float32
-from .aux_queries import aux_query_targets, build_pos_query_generators, get_generator
+from .aux_queries import (
+    EncodedLevels,
+    aux_query_targets,
+    build_pos_query_generators,
+    get_generator,
+)
 from .co_deform_detr_transformer import FlatPyramid
 from .co_dino_head import level_padding_masks
 from .detr_criterion import DetrCriterion
@@ -159,12 +164,15 @@ class CoDeformDETRHead(BaseModule):
             memory, flat, self.cls_branches[num_layers], self.reg_branches[num_layers],
             self.num_queries)
         query = self.query_embedding.weight[None].expand(memory.size(0), -1, -1)
+        value_cache: dict = {}
         hidden_states, references = self.transformer.decode(
-            query, query_pos, memory, flat, reference, self.reg_branches)
+            query, query_pos, memory, flat, reference, self.reg_branches, value_cache)
         all_cls_scores, all_bbox_preds = self.predict_layers(hidden_states, references)
+        # The positive-query passes decode against this same memory: see EncodedLevels.
+        shared = (memory, flat, value_cache)
         return dict(all_cls_scores=all_cls_scores, all_bbox_preds=all_bbox_preds,
                     enc_cls_scores=enc_cls, enc_bbox_preds=enc_coords.sigmoid(),
-                    memory=self._split_levels(memory, feats))
+                    memory=EncodedLevels(self._split_levels(memory, feats), shared))
 
     def _flatten(self, feats: list[Tensor], data_samples: list[Any]) -> FlatPyramid:
         """Padding masks, sine positions and the flattened pyramid of L levels."""
@@ -231,8 +239,9 @@ class CoDeformDETRHead(BaseModule):
 
         ``pos_query_generators[head_name]`` makes the content and positional queries from the
         positive boxes (and their features); the boxes are the initial references; the
-        queries attend to the L encoder levels. Masks and valid ratios are recomputed from
-        ``memory`` (cheap; nothing is cached between :meth:`loss` and this call).
+        queries attend to the L encoder levels. Given the ``EncodedLevels`` that :meth:`loss`
+        returned, the pass reuses its flattened memory, masks and the decoder's value
+        projections; given plain maps, it flattens them afresh.
 
         Args:
             memory: L maps (B, C, h_l, w_l), the encoder output :meth:`loss` returned.
@@ -247,11 +256,15 @@ class CoDeformDETRHead(BaseModule):
         metas = [s.metainfo for s in data_samples]
         boxes, targets = aux_query_targets(positives, metas, self.num_classes)
         query, query_pos = generator(boxes, positives.feats)
-        flat = self._flatten(memory, data_samples)
+        if isinstance(memory, EncodedLevels):
+            flat_memory, flat, value_cache = memory.shared
+        else:
+            flat = self._flatten(memory, data_samples)
+            flat_memory, value_cache = flat.feats, None
         # the reference boxes stay float32 when the queries are autocast's bfloat16
         boxes = boxes.to(query.device, at_least_float32(query.dtype))
-        hidden, refs = self.transformer.decode(query, query_pos, flat.feats, flat, boxes,
-                                               self.reg_branches)
+        hidden, refs = self.transformer.decode(query, query_pos, flat_memory, flat, boxes,
+                                               self.reg_branches, value_cache)
         cls_scores, bbox_preds = to_float32(self.predict_layers(hidden, refs))
         return self.criterion.loss_layers(cls_scores, bbox_preds, metas, targets=targets)
 

@@ -161,8 +161,10 @@ class CoDeformableDetrTransformer(BaseModule):
         return enc_cls_scores, enc_coords_unact, reference_points, query_pos
 
     def decode(self, query: Tensor, query_pos: Tensor, memory: Tensor, flat: FlatPyramid,
-               reference_points: Tensor, reg_branches: nn.ModuleList) -> tuple[Tensor, Tensor]:
-        """Run the decoder with box refinement.
+               reference_points: Tensor, reg_branches: nn.ModuleList,
+               value_cache: dict | None = None) -> tuple[Tensor, Tensor]:
+        """Run the decoder with box refinement; ``value_cache``, a dict shared by every pass
+        over the same ``memory``, lets each layer project it once.
 
         Returns:
             hidden_states: (N, B, Q, C).
@@ -173,4 +175,5 @@ class CoDeformableDetrTransformer(BaseModule):
                             key_padding_mask=flat.mask, reference_points=reference_points,
                             spatial_shapes=flat.spatial_shapes,
                             level_start_index=flat.level_start_index,
-                            valid_ratios=flat.valid_ratios, reg_branches=reg_branches)
+                            valid_ratios=flat.valid_ratios, reg_branches=reg_branches,
+                            value_cache=value_cache)

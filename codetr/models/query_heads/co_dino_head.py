@@ -27,7 +27,12 @@ from ..co_modules import AuxPositives
 from ..layers.dn_query import CdnQueryGenerator
 from ..layers.transformer import inverse_sigmoid
 from ..utils import at_least_float32, to_float32
-from .aux_queries import aux_query_targets, build_pos_query_generators, get_generator
+from .aux_queries import (
+    EncodedLevels,
+    aux_query_targets,
+    build_pos_query_generators,
+    get_generator,
+)
 from .co_dino_transformer import CO_DINO_R50_TRANSFORMER, EncoderOutput
 from .detr_criterion import DetrCriterion
 from .postprocess import detr_postprocess
@@ -218,7 +223,8 @@ class CoDINOHead(BaseModule):
         Returns:
             losses: ``loss_{cls,bbox,iou}`` (last layer), ``d{i}.loss_*`` (earlier layers),
                 ``enc_loss_*`` (encoder proposals), ``dn_loss_*`` and ``d{i}.dn_loss_*``.
-            memory: the encoder output as L maps (B, C, h_l, w_l).
+            memory: the encoder output as L maps (B, C, h_l, w_l), an ``EncodedLevels``
+                that lets :meth:`loss_aux` reuse the flattened memory and its projections.
         """
         dn_label_query, dn_bbox_query, attn_mask, dn_meta = self.dn_generator(data_samples)
         enc = self.encode(feats, data_samples)
@@ -245,7 +251,7 @@ class CoDINOHead(BaseModule):
         dn_targets = crit.dn_targets(gts, metas, dn_meta, bbox_preds)
         losses.update(crit.loss_layers(cls_scores[:, :, :num_dn], bbox_preds[:, :, :num_dn],
                                        metas, targets=dn_targets, prefix='dn_'))
-        return losses, enc.split_levels()
+        return losses, EncodedLevels(enc.split_levels(), enc)
 
     @property
     def num_decoder_layers(self) -> int:
@@ -258,9 +264,9 @@ class CoDINOHead(BaseModule):
 
         The queries come from ``pos_query_generators[head_name]``, their initial boxes are the
         positive boxes; they attend to the L encoder levels only, without denoising or
-        matching queries and without an attention mask (official Co-DINO). The flattened
-        memory, masks and valid ratios are recomputed from ``memory`` (cheap, and no state is
-        kept between :meth:`loss` and this call).
+        matching queries and without an attention mask (official Co-DINO). Given the
+        ``EncodedLevels`` that :meth:`loss` returned, the pass reuses its flattened memory
+        and the decoder's value projections; given plain maps, it flattens them afresh.
 
         Args:
             memory: L maps (B, C, h_l, w_l), the encoder output :meth:`loss` returned.
@@ -276,7 +282,8 @@ class CoDINOHead(BaseModule):
         metas = [s.metainfo for s in data_samples]
         boxes, targets = aux_query_targets(positives, metas, self.num_classes)
         query, _ = generator(boxes, positives.feats)
-        enc = EncoderOutput.from_levels(memory, level_padding_masks(memory, data_samples))
+        enc = (memory.shared if isinstance(memory, EncodedLevels) else
+               EncoderOutput.from_levels(memory, level_padding_masks(memory, data_samples)))
         # the reference boxes stay float32 when the queries are autocast's bfloat16
         boxes = boxes.to(query.device, at_least_float32(query.dtype))
         hidden, refs = self.transformer.decode(query, boxes, enc, self.reg_branches)

@@ -13,7 +13,7 @@ branches of Co-DETR need).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from mmengine.model import BaseModule
@@ -47,6 +47,8 @@ class EncoderOutput:
         spatial_shapes: (L, 2) long ``(h, w)`` per level.
         level_start_index: (L,) long offset of each level in S.
         valid_ratios: (B, L, 2) ``(w, h)`` fraction of each level holding the image.
+        value_cache: the decoder layers' projections of ``memory``, filled by the first
+            decoder pass over it and reused by the later ones (see ``EncodedLevels``).
     """
 
     memory: Tensor
@@ -54,6 +56,7 @@ class EncoderOutput:
     spatial_shapes: Tensor
     level_start_index: Tensor
     valid_ratios: Tensor
+    value_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_levels(cls, levels: list[Tensor], masks: list[Tensor]) -> EncoderOutput:
@@ -164,7 +167,7 @@ class CoDinoTransformer(BaseModule):
                               for lvl, p in enumerate(pos_embeds)], 1)  # [B, S, C]
         memory = self.encoder(flat.memory, pos_flat, flat.memory_mask, flat.spatial_shapes,
                               flat.level_start_index, flat.valid_ratios)
-        return replace(flat, memory=memory)
+        return replace(flat, memory=memory, value_cache={})
 
     def select_queries(self, enc: EncoderOutput, cls_branch: nn.Module,
                        reg_branch: nn.Module) -> SelectedQueries:
@@ -213,4 +216,4 @@ class CoDinoTransformer(BaseModule):
         """
         return self.decoder(query, enc.memory, enc.memory_mask, self_attn_mask,
                             reference_points, enc.spatial_shapes, enc.level_start_index,
-                            enc.valid_ratios, reg_branches)
+                            enc.valid_ratios, reg_branches, value_cache=enc.value_cache)

@@ -164,3 +164,47 @@ def test_deformable_head_loss_aux_uses_features_and_trains_its_generator():
     torch.testing.assert_close(losses['loss_iou'], giou)
     with pytest.raises(ValueError, match='returned no feats'):
         head.loss_aux(memory, _positives(labels=labels, feats=None), _samples(), 'rcnn')
+
+
+def _value_proj_calls(head) -> list[int]:
+    """A counter of value projections in the decoder (one entry per call)."""
+    calls: list[int] = []
+    for layer in head.transformer.decoder.layers:
+        layer.attentions[1].value_proj.register_forward_hook(lambda *args: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize('kind', ['dino', 'deformable'])
+def test_positive_passes_reuse_the_main_pass_memory_and_value_projections(kind):
+    """``loss`` returns EncodedLevels: the aux passes decode against the same flattened
+    memory and reuse each layer's value projection. Losses and gradients equal those of
+    passes that flatten and project plain maps afresh."""
+    from .test_co_deform_detr_head import _samples as samples_with_gt
+    labels = torch.tensor([[1, 2, 0], [2, 1, 3]])  # valid for both heads' class counts
+    results = []
+    for shared in (True, False):
+        if kind == 'dino':
+            head = tiny_dino_head(aux_head_names=('rcnn',))
+        else:
+            head = tiny_deform_head(aux_head_names=('rcnn',))
+        calls = _value_proj_calls(head)
+        feats = [m.detach().requires_grad_() for m in _memory(((8, 10), (4, 5)))]
+        losses, memory = head.loss(feats, samples_with_gt())
+        assert len(calls) == NUM_LAYERS and len(memory) == 2
+        if not shared:
+            memory = list(memory)  # plain maps: flattened and projected again
+        aux = head.loss_aux(memory, _positives(labels=labels), samples_with_gt(), 'rcnn')
+        assert len(calls) == NUM_LAYERS * (1 if shared else 2)
+        total = sum(losses.values()) + sum(aux.values())
+        total.backward()
+        grads = {n: p.grad.clone() for n, p in head.named_parameters() if p.grad is not None}
+        results.append((aux, grads, [f.grad.clone() for f in feats]))
+    (aux_a, grads_a, feat_a), (aux_b, grads_b, feat_b) = results
+    assert aux_a.keys() == aux_b.keys()
+    for key in aux_a:
+        torch.testing.assert_close(aux_a[key], aux_b[key], rtol=1e-6, atol=1e-7, msg=key)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-6, msg=name)
+    for a, b in zip(feat_a, feat_b):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

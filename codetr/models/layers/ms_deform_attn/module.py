@@ -14,7 +14,7 @@ from torch import Tensor
 
 from codetr.registry import MODELS
 
-from .op import BACKENDS, ms_deform_attn
+from .op import BACKENDS, as_sampled, ms_deform_attn
 
 
 def level_start_index_from_shapes(spatial_shapes: Tensor) -> Tensor:
@@ -104,7 +104,8 @@ class MultiScaleDeformableAttention(BaseModule):
                 key_padding_mask: Tensor | None = None,
                 reference_points: Tensor | None = None,
                 spatial_shapes: Tensor | None = None,
-                level_start_index: Tensor | None = None, **kwargs) -> Tensor:
+                level_start_index: Tensor | None = None,
+                value_cache: dict | None = None, **kwargs) -> Tensor:
         """Attend from queries to the flattened multi-level ``value``.
 
         Args:
@@ -118,6 +119,11 @@ class MultiScaleDeformableAttention(BaseModule):
                 (B, Q, L, 4) normalised cxcywh, offsets are in units of half the box size / P.
             spatial_shapes: (L, 2) long (h_l, w_l).
             level_start_index: (L,) long; computed from ``spatial_shapes`` when None.
+            value_cache: a dict shared by several calls over the SAME ``value`` and
+                ``key_padding_mask`` (the decoder passes of one training step): this
+                module's projected value is computed on the first call, stored under the
+                module, and reused by the later ones (same result, one projection instead of
+                one per pass, and one saved copy for backward).
 
         Returns:
             ``identity + dropout(output_proj(attention))``, shaped like ``query``.
@@ -135,7 +141,13 @@ class MultiScaleDeformableAttention(BaseModule):
                              'reference_points (B, Q, L, 2 or 4).')
         if level_start_index is None:
             level_start_index = level_start_index_from_shapes(spatial_shapes)
-        value = self._project_value(value, spatial_shapes, key_padding_mask)
+        projected = value_cache.get(self) if value_cache is not None else None
+        if projected is None:
+            projected = as_sampled(self._project_value(value, spatial_shapes, key_padding_mask),
+                                   self.backend)
+            if value_cache is not None:
+                value_cache[self] = projected
+        value = projected
         locations, weights = self._sampling(query, reference_points, spatial_shapes)
         out = ms_deform_attn(value, spatial_shapes, level_start_index, locations,
                              weights.to(value.dtype), backend=self.backend)  # [B, Q, C_v]

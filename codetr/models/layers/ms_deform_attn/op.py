@@ -165,14 +165,27 @@ def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Ten
         return get_backend(backend)(value, spatial_shapes, level_start_index,
                                     sampling_locations, attention_weights)
     # Under autocast the backends see their inputs' own dtypes (autocast would otherwise
-    # re-cast inside them). On a CPU the pytorch backend's fast path is float32 (a gather;
-    # low-precision values go through grid_sample, which is slower there), so autocast
-    # values are sampled in float32 and the next projection casts the result back.
-    if backend in ('pytorch', 'cpp') and device_type == 'cpu':
-        value = value.float()
+    # re-cast inside them).
+    value = as_sampled(value, backend)
     with torch.autocast(device_type, enabled=False):
         return get_backend(backend)(value, spatial_shapes, level_start_index,
                                     sampling_locations, attention_weights)
+
+
+def as_sampled(value: Tensor, backend: str = 'auto') -> Tensor:
+    """``value`` in the dtype ``backend`` samples it in (a no-op outside autocast).
+
+    The CPU backends are fastest in float32 (the pytorch backend's low-precision path is a
+    slower ``grid_sample``; the cpp kernels are float32 / float64), so on a CPU under autocast
+    values are sampled in float32 and the next projection casts the result back. Modules
+    that reuse one projected value for several calls cast it once with this function.
+    """
+    device_type = value.device.type
+    if device_type != 'cpu' or not torch.is_autocast_enabled(device_type):
+        return value
+    if backend == 'auto':
+        backend = resolve_backend(value.device)
+    return value.float() if backend in ('pytorch', 'cpp') else value
 
 
 def _check_shapes(value: Tensor, spatial_shapes: Tensor, sampling_locations: Tensor,

@@ -61,7 +61,8 @@ class DeformableDetrTransformerDecoder(BaseModule):
                 key_padding_mask: Tensor | None, reference_points: Tensor,
                 spatial_shapes: Tensor, level_start_index: Tensor, valid_ratios: Tensor,
                 reg_branches: nn.ModuleList | None = None,
-                self_attn_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                self_attn_mask: Tensor | None = None,
+                value_cache: dict | None = None) -> tuple[Tensor, Tensor]:
         """Decode ``query`` against the encoder memory.
 
         Args:
@@ -76,6 +77,8 @@ class DeformableDetrTransformerDecoder(BaseModule):
             valid_ratios: (B, L, 2) ``(w, h)`` valid ratios.
             reg_branches: one (B, Q, C) -> (B, Q, 4) module per layer, or None.
             self_attn_mask: (Q, Q) bool, True where query i may NOT see query j, or None.
+            value_cache: a dict shared by every pass over this ``value`` so each layer
+                projects it once; or None.
 
         Returns:
             hidden_states: (N, B, Q, C), or (1, B, Q, C) without ``return_intermediate``.
@@ -89,7 +92,7 @@ class DeformableDetrTransformerDecoder(BaseModule):
         for lid, layer in enumerate(self.layers):
             reference_input = scale_by_valid_ratios(reference_points, valid_ratios)
             query = layer(query, value, query_pos, key_padding_mask, self_attn_mask,
-                          reference_input, spatial_shapes, level_start_index)
+                          reference_input, spatial_shapes, level_start_index, value_cache)
             refined = reference_points
             if reg_branches is not None:
                 refined = refine_reference_points(reg_branches[lid](query), reference_points)

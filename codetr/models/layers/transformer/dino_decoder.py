@@ -69,7 +69,8 @@ class DinoTransformerDecoder(BaseModule):
     def forward(self, query: Tensor, value: Tensor, key_padding_mask: Tensor | None,
                 self_attn_mask: Tensor | None, reference_points: Tensor,
                 spatial_shapes: Tensor, level_start_index: Tensor, valid_ratios: Tensor,
-                reg_branches: nn.ModuleList | None) -> tuple[Tensor, Tensor]:
+                reg_branches: nn.ModuleList | None,
+                value_cache: dict | None = None) -> tuple[Tensor, Tensor]:
         """Decode ``query`` against the encoder memory.
 
         Args:
@@ -84,6 +85,8 @@ class DinoTransformerDecoder(BaseModule):
             valid_ratios: (B, L, 2) ``(w, h)`` valid ratios.
             reg_branches: one box regression module per layer, (B, Q, C) -> (B, Q, 4), shared
                 with the head; None disables refinement (references stay ``r_0``).
+            value_cache: a dict shared by every pass over this ``value`` (the main and the
+                positive-query passes of a step) so each layer projects it once; or None.
 
         Returns:
             hidden_states: (N, B, Q, C) after the final LayerNorm, N = num_layers
@@ -100,7 +103,7 @@ class DinoTransformerDecoder(BaseModule):
             sine = coordinate_to_encoding(reference_input[:, :, 0], num_feats=self.embed_dims // 2)
             query_pos = self.ref_point_head(sine)
             query = layer(query, value, query_pos, key_padding_mask, self_attn_mask,
-                          reference_input, spatial_shapes, level_start_index)
+                          reference_input, spatial_shapes, level_start_index, value_cache)
             refined = reference_points
             if reg_branches is not None:
                 refined = refine_reference_points(reg_branches[lid](query), reference_points,

@@ -107,7 +107,7 @@ class DeformableDetrTransformerDecoderLayer(nn.Module):
     def forward(self, query: Tensor, value: Tensor, query_pos: Tensor | None,
                 key_padding_mask: Tensor | None, self_attn_mask: Tensor | None,
                 reference_points: Tensor, spatial_shapes: Tensor,
-                level_start_index: Tensor) -> Tensor:
+                level_start_index: Tensor, value_cache: dict | None = None) -> Tensor:
         """One decoder layer.
 
         Args:
@@ -120,6 +120,8 @@ class DeformableDetrTransformerDecoderLayer(nn.Module):
                 each level's padded map.
             spatial_shapes: (L, 2) long ``(h, w)``.
             level_start_index: (L,) long.
+            value_cache: shared by decoder passes over the same memory (see
+                ``MultiScaleDeformableAttention``), or None.
 
         Returns:
             (B, Q, C).
@@ -129,7 +131,7 @@ class DeformableDetrTransformerDecoderLayer(nn.Module):
         query = self.attentions[1](
             query=query, value=value, query_pos=query_pos, key_padding_mask=key_padding_mask,
             reference_points=reference_points, spatial_shapes=spatial_shapes,
-            level_start_index=level_start_index)
+            level_start_index=level_start_index, value_cache=value_cache)
         query = self.norms[1](query)
         return self.norms[2](self.ffns[0](query))
 
