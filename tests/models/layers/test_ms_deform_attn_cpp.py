@@ -93,28 +93,46 @@ def test_python_list_shapes_and_bad_inputs():
                                ms_deform_attn_cpp(value, shapes, starts, locs, weights))
     with pytest.raises(RuntimeError, match='runs past'):
         ms_deform_attn_cpp(value, shapes, torch.tensor([0, 15]), locs, weights)
-    with pytest.raises(RuntimeError, match='share one dtype'):
+    with pytest.raises(RuntimeError, match='must be Double for a Double value'):
         torch.ops.codetr_msda.forward(value, shapes, starts, locs.float(), weights)
 
 
-def test_low_precision_inputs_computed_in_float32():
-    inputs = make_inputs([[3, 4], [2, 2]], dims=16, dtype=torch.float32)
-    reference = ms_deform_attn_cpp(*inputs)
-    out = ms_deform_attn_cpp(inputs[0].bfloat16(), *inputs[1:])
-    assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float(), reference, rtol=2e-2, atol=2e-2)
+def test_bfloat16_values_are_read_as_they_are_and_summed_in_float32():
+    value, shapes, starts, locs, weights = make_inputs([[3, 4], [2, 2]], dims=24,
+                                                       dtype=torch.float32)
+    value16 = value.bfloat16().requires_grad_()
+    rounded = value16.detach().float().requires_grad_()  # the same numbers in float32
+    locs, weights = locs.requires_grad_(), weights.requires_grad_()
+    out16 = ms_deform_attn_cpp(value16, shapes, starts, locs, weights)
+    out32 = ms_deform_attn_cpp(rounded, shapes, starts, locs, weights)
+    assert out16.dtype == torch.bfloat16
+    # only the final rounding of the float32 sums to bfloat16 differs
+    torch.testing.assert_close(out16.float(), out32.bfloat16().float(), rtol=0, atol=0)
+    grad_out = torch.randn(out32.shape).bfloat16().float()
+    grads16 = torch.autograd.grad(out16, (value16, locs, weights), grad_out.bfloat16())
+    grads32 = torch.autograd.grad(out32, (rounded, locs, weights), grad_out)
+    assert grads16[0].dtype == torch.bfloat16 and grads16[1].dtype == torch.float32
+    torch.testing.assert_close(grads16[0].float(), grads32[0].bfloat16().float(), rtol=0,
+                               atol=0)
+    torch.testing.assert_close(grads16[1], grads32[1], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grads16[2], grads32[2], rtol=1e-6, atol=1e-6)
+    half = ms_deform_attn_cpp(value.half(), shapes, starts, locs, weights)  # via float32
+    assert half.dtype == torch.float16
 
 
-def test_auto_picks_cpp_on_cpu_and_autocast_runs_it_in_float32(monkeypatch):
+def test_auto_picks_cpp_on_cpu_and_autocast_keeps_bfloat16_values(monkeypatch):
     monkeypatch.delenv(msda_op.ENV_VAR, raising=False)
     monkeypatch.setattr(msda_op, '_AUTO_CHOICE', {})
     assert resolve_backend(torch.device('cpu')) == 'cpp'
     inputs = make_inputs([[3, 4], [2, 2]], dims=16, dtype=torch.float32)
+    value16 = inputs[0].bfloat16()
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        out = ms_deform_attn(inputs[0].bfloat16(), *inputs[1:])
-    assert out.dtype == torch.float32  # the next projection casts it back under autocast
-    torch.testing.assert_close(out, ms_deform_attn_cpp(inputs[0].bfloat16().float(),
-                                                       *inputs[1:]))
+        out = ms_deform_attn(value16, *inputs[1:])
+        assert msda_op.as_sampled(value16, 'cpp') is value16
+        assert msda_op.as_sampled(value16, 'pytorch').dtype == torch.float32
+    assert msda_op.as_sampled(value16, 'pytorch') is value16  # no autocast: no cast
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, ms_deform_attn_cpp(value16, *inputs[1:]), rtol=0, atol=0)
 
 
 def test_module_with_cpp_backend_equals_pytorch_backend():

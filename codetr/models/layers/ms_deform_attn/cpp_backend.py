@@ -9,8 +9,11 @@ pytorch backend needs ``grid_sample`` recomputation and its backward for the sam
 The kernels are compiled on first use with ``torch.utils.cpp_extension.load`` (a C++
 compiler and ninja are needed; the build is cached under ``TORCH_EXTENSIONS_DIR``, by
 default ``~/.cache/torch_extensions``, and rebuilt when the source changes), for AVX-512,
-AVX2 and a baseline x86-64 target at once, the CPU picking its version at load time. float32
-and float64 only; the ``ms_deform_attn`` entry point runs it in float32 under autocast.
+AVX2 and a baseline x86-64 target at once, the CPU picking its version at load time.
+
+Values may be float32, float64 or bfloat16 (autocast's activations, read as they are: no
+float32 copy is made or saved); sums, locations, weights and gradients are float32 (float64
+for float64 values), and the value gradient is cast to the value's dtype once at the end.
 """
 from __future__ import annotations
 
@@ -89,15 +92,18 @@ class _CppMSDeformAttn(torch.autograd.Function):
 def ms_deform_attn_cpp(value: Tensor, spatial_shapes: Tensor | Sequence,
                        level_start_index: Tensor | Sequence, sampling_locations: Tensor,
                        attention_weights: Tensor) -> Tensor:
-    """Same contract as :func:`ms_deform_attn_pytorch` (CPU tensors, float32 / float64).
+    """Same contract as :func:`ms_deform_attn_pytorch` (CPU tensors).
 
-    Inputs of other floating dtypes are computed in float32 and the result is cast back.
+    float32, float64 and bfloat16 values are read as they are (float16 ones as float32);
+    the result is in ``value.dtype``, summed in float32 (float64 for float64 values).
     """
     load_extension()
     dtype = value.dtype
-    compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    if dtype not in (torch.float32, torch.float64, torch.bfloat16):
+        value = value.float()
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
     shapes, starts = _as_tensor(spatial_shapes), _as_tensor(level_start_index)
-    out = _CppMSDeformAttn.apply(value.to(compute), shapes, starts,
-                                 sampling_locations.to(compute), attention_weights.to(compute))
+    out = _CppMSDeformAttn.apply(value, shapes, starts, sampling_locations.to(compute),
+                                 attention_weights.to(compute))
     batch, queries, heads, dims = out.shape
     return out.view(batch, queries, heads * dims).to(dtype)

@@ -175,17 +175,18 @@ def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Ten
 def as_sampled(value: Tensor, backend: str = 'auto') -> Tensor:
     """``value`` in the dtype ``backend`` samples it in (a no-op outside autocast).
 
-    The CPU backends are fastest in float32 (the pytorch backend's low-precision path is a
-    slower ``grid_sample``; the cpp kernels are float32 / float64), so on a CPU under autocast
-    values are sampled in float32 and the next projection casts the result back. Modules
-    that reuse one projected value for several calls cast it once with this function.
+    The pytorch backend's low-precision path on a CPU is a ``grid_sample`` that is slower
+    than its float32 gather, so on a CPU under autocast its values are sampled in float32
+    (the next projection casts the result back). The cpp kernels read bfloat16 values as
+    they are. Modules that reuse one projected value for several calls cast it once with
+    this function.
     """
     device_type = value.device.type
     if device_type != 'cpu' or not torch.is_autocast_enabled(device_type):
         return value
     if backend == 'auto':
         backend = resolve_backend(value.device)
-    return value.float() if backend in ('pytorch', 'cpp') else value
+    return value.float() if backend == 'pytorch' else value
 
 
 def _check_shapes(value: Tensor, spatial_shapes: Tensor, sampling_locations: Tensor,

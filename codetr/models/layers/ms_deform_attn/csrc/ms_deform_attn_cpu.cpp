@@ -95,18 +95,20 @@ CODETR_INLINE T reduce(T* part) {
 
 // Off-map corners read a row of zeros and write into a scratch row, so the channel loops
 // below have no branches; each parallel range owns one of each.
-template <typename T>
+template <typename V, typename T>
 struct SpareRows {
-  explicit SpareRows(int64_t dims) : zeros(dims, T(0)), sink(4 * dims, T(0)) {}
-  std::vector<T> zeros, sink;  // one sink row per corner: written rows never alias
+  explicit SpareRows(int64_t dims) : zeros(dims, V(0)), sink(4 * dims, T(0)) {}
+  std::vector<V> zeros;  // read as an off-map corner's value row
+  std::vector<T> sink;   // one row per corner, written by off-map corners: rows never alias
 };
 
-template <typename T>
-CODETR_INLINE void forward_range_impl(const Geometry& g, const T* value, const T* locs,
+// V: value dtype (float, double or bfloat16); T: compute, location and output dtype.
+template <typename V, typename T>
+CODETR_INLINE void forward_range_impl(const Geometry& g, const V* value, const T* locs,
                                       const T* attn, T* out, int64_t begin, int64_t end) {
   const int64_t dims = g.dims, heads = g.heads, lp = g.levels * g.points;
   const int64_t row_stride = heads * dims;  // value rows (s) are H * D apart
-  SpareRows<T> spare(dims);
+  SpareRows<V, T> spare(dims);
   for (int64_t n = begin; n < end; ++n) {  // n = (b * Q + q) * H + h
     const int64_t h = n % heads;
     const int64_t b = n / (heads * g.queries);
@@ -116,35 +118,36 @@ CODETR_INLINE void forward_range_impl(const Geometry& g, const T* value, const T
     const T* l_n = locs + n * lp * 2;
     for (int64_t l = 0; l < g.levels; ++l) {
       const int64_t height = g.shapes[2 * l], width = g.shapes[2 * l + 1];
-      const T* v_l = value + ((b * g.num_value + g.starts[l]) * heads + h) * dims;
+      const V* v_l = value + ((b * g.num_value + g.starts[l]) * heads + h) * dims;
       for (int64_t p = 0; p < g.points; ++p) {
         const int64_t k = l * g.points + p;
         Bilinear<T> bl;
         if (!bilinear(l_n[2 * k], l_n[2 * k + 1], height, width, bl)) continue;
         const T a = a_n[k];
-        const T* v[4];
+        const V* v[4];
         T w[4];
         for (int c = 0; c < 4; ++c) {
           v[c] = bl.valid[c] ? v_l + bl.row[c] * row_stride : spare.zeros.data();
           w[c] = a * bl.w[c];
         }
         for (int64_t d = 0; d < dims; ++d) {
-          o[d] += w[0] * v[0][d] + w[1] * v[1][d] + w[2] * v[2][d] + w[3] * v[3][d];
+          o[d] += w[0] * static_cast<T>(v[0][d]) + w[1] * static_cast<T>(v[1][d]) +
+                  w[2] * static_cast<T>(v[2][d]) + w[3] * static_cast<T>(v[3][d]);
         }
       }
     }
   }
 }
 
-template <typename T>
-CODETR_INLINE void backward_range_impl(const Geometry& g, const T* value, const T* locs,
+template <typename V, typename T>
+CODETR_INLINE void backward_range_impl(const Geometry& g, const V* value, const T* locs,
                                        const T* attn, const T* grad_out, T* grad_value,
                                        T* grad_locs, T* grad_attn, int64_t begin,
                                        int64_t end) {
   const int64_t dims = g.dims, heads = g.heads, lp = g.levels * g.points;
   const int64_t row_stride = heads * dims;
   const int64_t vec_dims = dims - dims % kLanes<T>;
-  SpareRows<T> spare(dims);
+  SpareRows<V, T> spare(dims);
   for (int64_t task = begin; task < end; ++task) {  // task = b * H + h
     const int64_t b = task / heads, h = task % heads;
     for (int64_t q = 0; q < g.queries; ++q) {
@@ -157,14 +160,14 @@ CODETR_INLINE void backward_range_impl(const Geometry& g, const T* value, const 
       for (int64_t l = 0; l < g.levels; ++l) {
         const int64_t height = g.shapes[2 * l], width = g.shapes[2 * l + 1];
         const int64_t base = ((b * g.num_value + g.starts[l]) * heads + h) * dims;
-        const T* v_l = value + base;
+        const V* v_l = value + base;
         T* gv_l = grad_value + base;
         for (int64_t p = 0; p < g.points; ++p) {
           const int64_t k = l * g.points + p;
           Bilinear<T> bl;
           if (!bilinear(l_n[2 * k], l_n[2 * k + 1], height, width, bl)) continue;
           const T a = a_n[k];
-          const T* v[4];
+          const V* v[4];
           T* gv[4];
           T aw[4];
           for (int c = 0; c < 4; ++c) {
@@ -177,15 +180,16 @@ CODETR_INLINE void backward_range_impl(const Geometry& g, const T* value, const 
           // a * (gy (v1 - v0) + fy (v3 - v2)) . g; grad fy = a * (gx (v2 - v0) + fx (v3 - v1)) . g.
           T ps[kLanes<T>] = {}, px[kLanes<T>] = {}, py[kLanes<T>] = {};
           {
-            const T* __restrict__ v0 = v[0];
-            const T* __restrict__ v1 = v[1];
-            const T* __restrict__ v2 = v[2];
-            const T* __restrict__ v3 = v[3];
+            const V* __restrict__ v0 = v[0];
+            const V* __restrict__ v1 = v[1];
+            const V* __restrict__ v2 = v[2];
+            const V* __restrict__ v3 = v[3];
             const T* __restrict__ gr = go;
             for (int64_t d0 = 0; d0 < vec_dims; d0 += kLanes<T>) {
               for (int j = 0; j < kLanes<T>; ++j) {
                 const int64_t d = d0 + j;
-                const T e0 = v0[d], e1 = v1[d], e2 = v2[d], e3 = v3[d], gd = gr[d];
+                const T e0 = static_cast<T>(v0[d]), e1 = static_cast<T>(v1[d]);
+                const T e2 = static_cast<T>(v2[d]), e3 = static_cast<T>(v3[d]), gd = gr[d];
                 ps[j] += (bl.w[0] * e0 + bl.w[1] * e1 + bl.w[2] * e2 + bl.w[3] * e3) * gd;
                 px[j] += (gy * (e1 - e0) + fy * (e3 - e2)) * gd;
                 py[j] += (gx * (e2 - e0) + fx * (e3 - e1)) * gd;
@@ -195,7 +199,8 @@ CODETR_INLINE void backward_range_impl(const Geometry& g, const T* value, const 
           T s_dot = T(0), x_dot = T(0), y_dot = T(0);
           for (int64_t d = vec_dims; d < dims; ++d) {  // channels past the last full vector
             const T gd = go[d];
-            const T e0 = v[0][d], e1 = v[1][d], e2 = v[2][d], e3 = v[3][d];
+            const T e0 = static_cast<T>(v[0][d]), e1 = static_cast<T>(v[1][d]);
+            const T e2 = static_cast<T>(v[2][d]), e3 = static_cast<T>(v[3][d]);
             s_dot += (bl.w[0] * e0 + bl.w[1] * e1 + bl.w[2] * e2 + bl.w[3] * e3) * gd;
             x_dot += (gy * (e1 - e0) + fy * (e3 - e2)) * gd;
             y_dot += (gx * (e2 - e0) + fx * (e3 - e1)) * gd;
@@ -216,52 +221,48 @@ CODETR_INLINE void backward_range_impl(const Geometry& g, const T* value, const 
 }
 
 // Concrete, multi-versioned entry points (function templates cannot carry target_clones).
-CODETR_CLONES void forward_range_f32(const Geometry& g, const float* value, const float* locs,
-                                     const float* attn, float* out, int64_t begin,
-                                     int64_t end) {
-  forward_range_impl<float>(g, value, locs, attn, out, begin, end);
+#define CODETR_ENTRY_POINTS(NAME, V, T)                                                     \
+  CODETR_CLONES void forward_range_##NAME(const Geometry& g, const V* value, const T* locs,  \
+                                          const T* attn, T* out, int64_t begin,            \
+                                          int64_t end) {                                   \
+    forward_range_impl<V, T>(g, value, locs, attn, out, begin, end);                       \
+  }                                                                                        \
+  void forward_range(const Geometry& g, const V* value, const T* locs, const T* attn,      \
+                     T* out, int64_t begin, int64_t end) {                                 \
+    forward_range_##NAME(g, value, locs, attn, out, begin, end);                           \
+  }                                                                                        \
+  CODETR_CLONES void backward_range_##NAME(                                                \
+      const Geometry& g, const V* value, const T* locs, const T* attn, const T* grad_out,  \
+      T* grad_value, T* grad_locs, T* grad_attn, int64_t begin, int64_t end) {             \
+    backward_range_impl<V, T>(g, value, locs, attn, grad_out, grad_value, grad_locs,       \
+                              grad_attn, begin, end);                                      \
+  }                                                                                        \
+  void backward_range(const Geometry& g, const V* value, const T* locs, const T* attn,     \
+                      const T* grad_out, T* grad_value, T* grad_locs, T* grad_attn,        \
+                      int64_t begin, int64_t end) {                                        \
+    backward_range_##NAME(g, value, locs, attn, grad_out, grad_value, grad_locs, grad_attn, \
+                          begin, end);                                                     \
+  }
+
+CODETR_ENTRY_POINTS(f32, float, float)
+CODETR_ENTRY_POINTS(f64, double, double)
+CODETR_ENTRY_POINTS(bf16, c10::BFloat16, float)
+#undef CODETR_ENTRY_POINTS
+
+// Sums, locations, weights and gradients: float64 for float64 values, else float32.
+at::ScalarType compute_type(at::ScalarType value_type) {
+  return value_type == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-CODETR_CLONES void forward_range_f64(const Geometry& g, const double* value, const double* locs,
-                                     const double* attn, double* out, int64_t begin,
-                                     int64_t end) {
-  forward_range_impl<double>(g, value, locs, attn, out, begin, end);
-}
-
-CODETR_CLONES void backward_range_f32(const Geometry& g, const float* value, const float* locs,
-                                      const float* attn, const float* grad_out,
-                                      float* grad_value, float* grad_locs, float* grad_attn,
-                                      int64_t begin, int64_t end) {
-  backward_range_impl<float>(g, value, locs, attn, grad_out, grad_value, grad_locs, grad_attn,
-                             begin, end);
-}
-
-CODETR_CLONES void backward_range_f64(const Geometry& g, const double* value,
-                                      const double* locs, const double* attn,
-                                      const double* grad_out, double* grad_value,
-                                      double* grad_locs, double* grad_attn, int64_t begin,
-                                      int64_t end) {
-  backward_range_impl<double>(g, value, locs, attn, grad_out, grad_value, grad_locs,
-                              grad_attn, begin, end);
-}
-
-void forward_range(const Geometry& g, const float* v, const float* l, const float* a, float* o,
-                   int64_t begin, int64_t end) {
-  forward_range_f32(g, v, l, a, o, begin, end);
-}
-void forward_range(const Geometry& g, const double* v, const double* l, const double* a,
-                   double* o, int64_t begin, int64_t end) {
-  forward_range_f64(g, v, l, a, o, begin, end);
-}
-void backward_range(const Geometry& g, const float* v, const float* l, const float* a,
-                    const float* go, float* gv, float* gl, float* ga, int64_t begin,
-                    int64_t end) {
-  backward_range_f32(g, v, l, a, go, gv, gl, ga, begin, end);
-}
-void backward_range(const Geometry& g, const double* v, const double* l, const double* a,
-                    const double* go, double* gv, double* gl, double* ga, int64_t begin,
-                    int64_t end) {
-  backward_range_f64(g, v, l, a, go, gv, gl, ga, begin, end);
+// Calls fn(V{}, T{}) with the value and compute types of a value dtype.
+template <typename Fn>
+void dispatch(at::ScalarType value_type, Fn&& fn) {
+  switch (value_type) {
+    case at::kFloat: fn(float{}, float{}); break;
+    case at::kDouble: fn(double{}, double{}); break;
+    case at::kBFloat16: fn(c10::BFloat16{}, float{}); break;
+    default: TORCH_CHECK(false, "unsupported value dtype ", value_type);
+  }
 }
 
 struct Checked {
@@ -272,17 +273,21 @@ struct Checked {
 Checked check_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes,
                      const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
                      const at::Tensor& attention_weights) {
-  TORCH_CHECK(value.device().is_cpu(), "codetr ms_deform_attn cpu kernel: value must be on the CPU");
+  TORCH_CHECK(value.device().is_cpu(), "codetr ms_deform_attn cpu kernel: value must be on "
+              "the CPU");
   TORCH_CHECK(value.dim() == 4, "value must be (B, S, H, D), got ", value.sizes());
   TORCH_CHECK(sampling_locations.dim() == 6 && sampling_locations.size(5) == 2,
               "sampling_locations must be (B, Q, H, L, P, 2), got ", sampling_locations.sizes());
   TORCH_CHECK(attention_weights.dim() == 5, "attention_weights must be (B, Q, H, L, P), got ",
               attention_weights.sizes());
-  TORCH_CHECK(value.scalar_type() == at::kFloat || value.scalar_type() == at::kDouble,
-              "value must be float32 or float64, got ", value.scalar_type());
-  TORCH_CHECK(sampling_locations.scalar_type() == value.scalar_type() &&
-                  attention_weights.scalar_type() == value.scalar_type(),
-              "value, sampling_locations and attention_weights must share one dtype");
+  const at::ScalarType vtype = value.scalar_type();
+  TORCH_CHECK(vtype == at::kFloat || vtype == at::kDouble || vtype == at::kBFloat16,
+              "value must be float32, float64 or bfloat16, got ", vtype);
+  const at::ScalarType ctype = compute_type(vtype);
+  TORCH_CHECK(sampling_locations.scalar_type() == ctype &&
+                  attention_weights.scalar_type() == ctype,
+              "sampling_locations and attention_weights must be ", ctype, " for a ", vtype,
+              " value (float32 for bfloat16 values, else the value's dtype)");
   Checked c;
   c.value = value.contiguous();
   c.locs = sampling_locations.contiguous();
@@ -308,7 +313,8 @@ Checked check_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes,
   g.shapes = c.shapes.data_ptr<int64_t>();
   g.starts = c.starts.data_ptr<int64_t>();
   for (int64_t l = 0; l < g.levels; ++l) {
-    TORCH_CHECK(g.starts[l] >= 0 && g.starts[l] + g.shapes[2 * l] * g.shapes[2 * l + 1] <= g.num_value,
+    const int64_t end = g.starts[l] + g.shapes[2 * l] * g.shapes[2 * l + 1];
+    TORCH_CHECK(g.starts[l] >= 0 && end <= g.num_value,
                 "level ", l, " (start ", g.starts[l], ", shape ", g.shapes[2 * l], "x",
                 g.shapes[2 * l + 1], ") runs past the ", g.num_value, " value positions");
   }
@@ -322,13 +328,17 @@ at::Tensor ms_deform_attn_forward(const at::Tensor& value, const at::Tensor& spa
   Checked c = check_inputs(value, spatial_shapes, level_start_index, sampling_locations,
                            attention_weights);
   const Geometry& g = c.geometry;
-  at::Tensor out = at::empty({g.batch, g.queries, g.heads, g.dims}, c.value.options());
+  // Output in the compute type (the caller casts it to the value's dtype if it wants).
+  at::Tensor out = at::empty({g.batch, g.queries, g.heads, g.dims},
+                             c.locs.options());
   const int64_t rows = g.batch * g.queries * g.heads;
-  AT_DISPATCH_FLOATING_TYPES(c.value.scalar_type(), "codetr_ms_deform_attn_forward", [&] {
-    const scalar_t* v = c.value.data_ptr<scalar_t>();
-    const scalar_t* l = c.locs.data_ptr<scalar_t>();
-    const scalar_t* a = c.attn.data_ptr<scalar_t>();
-    scalar_t* o = out.data_ptr<scalar_t>();
+  dispatch(c.value.scalar_type(), [&](auto v_tag, auto t_tag) {
+    using V = decltype(v_tag);
+    using T = decltype(t_tag);
+    const V* v = c.value.data_ptr<V>();
+    const T* l = c.locs.data_ptr<T>();
+    const T* a = c.attn.data_ptr<T>();
+    T* o = out.data_ptr<T>();
     at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
       forward_range(g, v, l, a, o, begin, end);
     });
@@ -343,25 +353,32 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward(
   Checked c = check_inputs(value, spatial_shapes, level_start_index, sampling_locations,
                            attention_weights);
   const Geometry& g = c.geometry;
-  at::Tensor grad = grad_output.to(c.value.scalar_type()).contiguous();
+  const at::ScalarType ctype = compute_type(c.value.scalar_type());
+  at::Tensor grad = grad_output.to(ctype).contiguous();
   TORCH_CHECK(grad.numel() == g.batch * g.queries * g.heads * g.dims,
               "grad_output must have B * Q * H * D elements");
-  at::Tensor grad_value = at::zeros_like(c.value);
+  // Accumulated in the compute type; cast to the value's dtype once at the end.
+  at::Tensor grad_value = at::zeros(c.value.sizes(), c.locs.options());
   // Points that fall off every level are skipped by the kernel: their gradients are 0.
   at::Tensor grad_locs = at::zeros_like(c.locs);
   at::Tensor grad_attn = at::zeros_like(c.attn);
-  AT_DISPATCH_FLOATING_TYPES(c.value.scalar_type(), "codetr_ms_deform_attn_backward", [&] {
-    const scalar_t* v = c.value.data_ptr<scalar_t>();
-    const scalar_t* l = c.locs.data_ptr<scalar_t>();
-    const scalar_t* a = c.attn.data_ptr<scalar_t>();
-    const scalar_t* go = grad.data_ptr<scalar_t>();
-    scalar_t* gv = grad_value.data_ptr<scalar_t>();
-    scalar_t* gl = grad_locs.data_ptr<scalar_t>();
-    scalar_t* ga = grad_attn.data_ptr<scalar_t>();
+  dispatch(c.value.scalar_type(), [&](auto v_tag, auto t_tag) {
+    using V = decltype(v_tag);
+    using T = decltype(t_tag);
+    const V* v = c.value.data_ptr<V>();
+    const T* l = c.locs.data_ptr<T>();
+    const T* a = c.attn.data_ptr<T>();
+    const T* go = grad.data_ptr<T>();
+    T* gv = grad_value.data_ptr<T>();
+    T* gl = grad_locs.data_ptr<T>();
+    T* ga = grad_attn.data_ptr<T>();
     at::parallel_for(0, g.batch * g.heads, 1, [&](int64_t begin, int64_t end) {
       backward_range(g, v, l, a, go, gv, gl, ga, begin, end);
     });
   });
+  if (grad_value.scalar_type() != c.value.scalar_type()) {
+    grad_value = grad_value.to(c.value.scalar_type());
+  }
   return {grad_value, grad_locs, grad_attn};
 }
 
