@@ -47,7 +47,8 @@ def vs_reference(args, seconds: float, peak_mb: float, ref_key: str, target_spee
     They compare like with like only when ``same_setting`` and ``same_config`` hold."""
     return {
         'reference': {ref_key: REFERENCE[ref_key], 'peak_rss_mb': REFERENCE['peak_rss_mb'],
-                      'config': REFERENCE_CONFIG, **REFERENCE_SETTING},
+                      'config': REFERENCE_CONFIG, 'precision': 'float32',
+                      **REFERENCE_SETTING},
         'same_setting': all(getattr(args, k) == v for k, v in REFERENCE_SETTING.items()),
         'same_config': Path(args.config).stem == REFERENCE_CONFIG,
         'speedup': round(REFERENCE[ref_key] / seconds, 3),

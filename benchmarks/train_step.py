@@ -3,7 +3,14 @@ one JSON object.
 
     python benchmarks/train_step.py CONFIG [--batch-size 2] [--img-size 320] [--num-gt 3]
         [--iters 5] [--warmup 2] [--threads N] [--device cpu|cuda] [--cfg-options k=v ...]
-        [--compare CONFIG2 ...] [--variant NAME k=v ...]
+        [--amp] [--glibc-tunables [VALUE]] [--compare CONFIG2 ...] [--variant NAME k=v ...]
+
+``--amp`` trains as ``tools/train.py --amp`` does (bfloat16 autocast on a CPU, float16 with
+loss scaling on CUDA). ``--glibc-tunables`` measures in a child process whose glibc malloc
+serves every allocation of 4 MB or more with its own mapping (returned to the OS when
+freed) and asks for transparent huge pages (default value ``glibc.malloc.hugetlb=1:
+glibc.malloc.mmap_threshold=4194304``): a lower peak RSS for some time. The JSON says which
+precision and malloc settings were used (``precision``, ``glibc_tunables``).
 
 The batch is synthetic (random pixels, ``--num-gt`` random boxes per image), passed once
 through the model's data preprocessor; data loading is not timed. The optimizer is the
@@ -19,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,6 +54,9 @@ from common import (  # noqa: E402
 )
 
 COMPARED_KEYS = ('step_s', 'forward_s', 'backward_step_s', 'peak_mem_mb')
+# glibc malloc: a fixed 4 MB mmap threshold (the default one grows up to 32 MB as blocks are
+# freed, after which freed blocks stay in the heap) and transparent huge pages for it.
+LOW_MEMORY_TUNABLES = 'glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=4194304'
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,6 +70,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--threads', type=int, default=None, help='torch.set_num_threads')
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'))
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={})
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed precision as tools/train.py --amp')
+    parser.add_argument('--glibc-tunables', nargs='?', const=LOW_MEMORY_TUNABLES, default=None,
+                        metavar='VALUE', help='GLIBC_TUNABLES of the measured process')
     parser.add_argument('--compare', nargs='+', default=[], metavar='CONFIG',
                         help='more configs measured in the same run (ratios to CONFIG)')
     parser.add_argument('--variant', nargs='+', action='append', default=[],
@@ -72,7 +88,44 @@ def shared_argv(args: argparse.Namespace) -> list[str]:
     argv = ['--batch-size', str(args.batch_size), '--img-size', str(args.img_size),
             '--num-gt', str(args.num_gt), '--iters', str(args.iters),
             '--warmup', str(args.warmup), '--device', args.device]
+    argv += ['--amp'] if getattr(args, 'amp', False) else []
+    if getattr(args, 'glibc_tunables', None):
+        argv += ['--glibc-tunables', args.glibc_tunables]
     return argv + (['--threads', str(args.threads)] if args.threads else [])
+
+
+def amp_options(args: argparse.Namespace) -> dict:
+    """The cfg options of ``--amp``: the optimizer wrapper ``tools/train.py --amp`` picks."""
+    if not getattr(args, 'amp', False):
+        return {}
+    if args.device == 'cuda':
+        return {'optim_wrapper.type': 'AmpOptimWrapper', 'optim_wrapper.loss_scale': 'dynamic'}
+    return {'optim_wrapper.type': 'BFloat16OptimWrapper'}
+
+
+def precision_of(cfg) -> str:
+    """'bfloat16-autocast', 'float16-autocast' or 'float32', from the optimizer wrapper."""
+    kind = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if kind == 'BFloat16OptimWrapper':
+        return 'bfloat16-autocast'
+    if kind == 'AmpOptimWrapper':
+        return f"{cfg.optim_wrapper.get('dtype') or 'float16'}-autocast"
+    return 'float32'
+
+
+def rerun_with_tunables(script: Path, args: argparse.Namespace,
+                        argv: list[str] | None) -> dict | None:
+    """With ``--glibc-tunables``, measure in a child process that has them (glibc reads
+    GLIBC_TUNABLES at process start only); None when this process already has them."""
+    value = args.glibc_tunables
+    if not value or os.environ.get('GLIBC_TUNABLES') == value:
+        return None
+    env = {**os.environ, 'GLIBC_TUNABLES': value}
+    cmd = [sys.executable, str(script), *(sys.argv[1:] if argv is None else argv)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f'the run with GLIBC_TUNABLES={value} failed:\n{proc.stderr}')
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def variant_argvs(args: argparse.Namespace) -> dict[str, list[str]]:
@@ -93,7 +146,7 @@ def variant_argvs(args: argparse.Namespace) -> dict[str, list[str]]:
 def measure(args: argparse.Namespace) -> dict:
     """Build, warm up and time ``args.iters`` training steps of one config."""
     device = torch.device(args.device)
-    cfg = load_config(args.config, args.cfg_options)
+    cfg = load_config(args.config, {**args.cfg_options, **amp_options(args)})
     torch.manual_seed(0)
     model = build_model(cfg, device)
     model.train()
@@ -123,7 +176,10 @@ def measure(args: argparse.Namespace) -> dict:
             forward_s.append(t1 - t0)
             backward_s.append(t2 - t1)
             parts.append(dict(timer.times, query_head_rest=(t1 - t0) - sum(timer.times.values())))
-    return summarise(args, cfg, forward_s, backward_s, parts, included, memory.report())
+    result = summarise(args, cfg, forward_s, backward_s, parts, included, memory.report())
+    result.update(precision=precision_of(cfg),
+                  glibc_tunables=os.environ.get('GLIBC_TUNABLES') or None)
+    return result
 
 
 def summarise(args: argparse.Namespace, cfg, forward_s: list[float], backward_s: list[float],
@@ -152,7 +208,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.compare or args.variant:
+    tuned = rerun_with_tunables(Path(__file__), args, argv)
+    if tuned is not None:
+        result = tuned
+    elif args.compare or args.variant:
         runs = run_variants(Path(__file__), shared_argv(args), variant_argvs(args))
         result = {'benchmark': 'train_step', 'runs': runs,
                   'ratios_to_first': ratios_to_first(runs, COMPARED_KEYS)}

@@ -90,3 +90,19 @@ def test_component_timer_counts_outermost_regions_only():
     with timer.region('encoder'):  # inactive (e.g. checkpoint recomputation): ignored
         pass
     assert set(timer.times) == {'positive_queries'}
+
+
+def test_train_step_amp_and_glibc_tunables_run_as_asked(capsys, monkeypatch):
+    """--amp uses the bfloat16 wrapper on a CPU; --glibc-tunables measures in a child
+    process that has the tunables (one fresh process: about 10 s)."""
+    script = load_script('train_step')
+    args = script.parse_args([CONFIG, '--amp'])
+    assert script.amp_options(args) == {'optim_wrapper.type': 'BFloat16OptimWrapper'}
+    monkeypatch.delenv('GLIBC_TUNABLES', raising=False)
+    result = script.main([CONFIG, '--warmup', '0', *TINY_RUN, '--amp', '--glibc-tunables'])
+    assert printed_json(capsys) == result
+    assert result['precision'] == 'bfloat16-autocast'
+    assert result['glibc_tunables'] == script.LOW_MEMORY_TUNABLES
+    assert result['vs_reference']['reference']['precision'] == 'float32'
+    plain = script.main([CONFIG, '--warmup', '0', *TINY_RUN])
+    assert plain['precision'] == 'float32' and plain['glibc_tunables'] is None
