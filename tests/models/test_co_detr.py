@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -366,3 +367,17 @@ def test_aux_config_errors_say_what_to_fix(change, match):
     cfg['query_head']['aux_head_names'] = ('other',)
     with pytest.raises(ValueError, match='aux_head_names is set by CoDETR'):
         MODELS.build(cfg)
+
+
+def test_model_init_weights_reaches_each_aux_heads_own_init():
+    """CoFCOSHead initialises through its init_cfg (normal(0, 0.01) convs, class bias for a
+    0.01 prior): the detector's init_weights must reach it inside ``aux_heads``."""
+    fcos = dict(type='CoFCOSHead', num_classes=NUM_CLASSES, in_channels=EMBED,
+                feat_channels=EMBED, stacked_convs=1, strides=(8, 16, 32),
+                norm_cfg=dict(type='GN', num_groups=8))
+    model = build(aux_model_cfg(aux_heads=dict(fcos=fcos)))
+    head = model.aux_heads['fcos']
+    prior_bias = -math.log((1 - 0.01) / 0.01)
+    torch.testing.assert_close(head.conv_cls.bias, torch.full_like(head.conv_cls.bias,
+                                                                   prior_bias))
+    assert head.conv_cls.weight.std().item() == pytest.approx(0.01, rel=0.2)

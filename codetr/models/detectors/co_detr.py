@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 
 import torch
-from mmengine.model import BaseModel
+from mmengine.model import BaseModel, ModuleDict
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
@@ -85,7 +85,8 @@ class CoDETR(BaseModel):
         head_cfg['aux_head_names'] = tuple(aux_heads)
         self.query_head = MODELS.build(head_cfg)
         self.adapter = self._build_adapter(adapter) if aux_heads else None
-        self.aux_heads = nn.ModuleDict(
+        # mmengine's ModuleDict: model.init_weights() reaches the heads' own init_cfg (FCOS)
+        self.aux_heads = ModuleDict(
             {name: MODELS.build(self._branch_cfg(name, cfg)) for name, cfg in aux_heads.items()})
         self.eval_head = self._select_eval_head()
 
