@@ -113,13 +113,17 @@ def _add_dump_metric(cfg: Config, out: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from codetr.engine import shutdown_distributed
     from codetr.registry import RUNNERS
     from codetr.utils import register_all_modules
 
     register_all_modules()
     cfg = build_cfg(parse_args(argv))
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-    return runner.test()
+    try:
+        return runner.test()
+    finally:
+        shutdown_distributed()
 
 
 if __name__ == '__main__':

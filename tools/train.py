@@ -89,13 +89,17 @@ def _enable_amp(cfg: Config) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from codetr.engine import shutdown_distributed
     from codetr.registry import RUNNERS
     from codetr.utils import register_all_modules
 
     register_all_modules()
     cfg = build_cfg(parse_args(argv))
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-    runner.train()
+    try:
+        runner.train()
+    finally:
+        shutdown_distributed()
 
 
 if __name__ == '__main__':

@@ -10,7 +10,7 @@ from .checkpoint import (
                          atomic_save,
                          load_checkpoint,
 )
-from .distributed import CPUDistributedDataParallel, adapt_cfg_to_device
+from .distributed import CPUDistributedDataParallel, adapt_cfg_to_device, shutdown_distributed
 from .hooks import AtomicCheckpointHook, NonFiniteLossHook
 from .optim_wrappers import BFloat16OptimWrapper
 from .runner import CodetrRunner
@@ -20,4 +20,4 @@ allow_mmengine_checkpoint_types()
 __all__ = ['SAFE_GLOBALS', 'AtomicCheckpointHook', 'BFloat16OptimWrapper',
            'CPUDistributedDataParallel', 'CheckpointError', 'CodetrRunner', 'NonFiniteLossHook',
            'adapt_cfg_to_device', 'allow_mmengine_checkpoint_types', 'atomic_save',
-           'load_checkpoint']
+           'load_checkpoint', 'shutdown_distributed']

@@ -105,3 +105,15 @@ def adapt_cfg_to_device(cfg: Config, launcher: str) -> None:
     if wrapper.get('type', 'MMDistributedDataParallel') == 'MMDistributedDataParallel':
         # Scoped name: Runner.wrap_model looks the type up in mmengine's root registry.
         cfg.model_wrapper_cfg = dict(wrapper, type=f'{SCOPE}.CPUDistributedDataParallel')
+
+
+def shutdown_distributed() -> None:
+    """Destroy the default process group, if any, before the interpreter exits.
+
+    Left alive, gloo's worker threads can still be running while the interpreter tears
+    down, which now and then aborts a rank with "terminate called without an active
+    exception" after a successful run (seen in two-process ``dist_test.sh`` runs).
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -119,3 +119,15 @@ def test_cuda_free_init_replaces_nccl_by_gloo(monkeypatch):
         torch.distributed.destroy_process_group()
     with pytest.raises(ValueError, match="init_backend='deepspeed' needs CUDA"):
         cuda_free_init_dist('pytorch', init_backend='deepspeed')
+
+
+def test_shutdown_distributed_destroys_the_group_and_is_idempotent(tmp_path):
+    import torch.distributed as dist
+
+    from codetr.engine import shutdown_distributed
+    shutdown_distributed()  # nothing to do without a group
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0,
+                            world_size=1)
+    assert dist.is_initialized()
+    shutdown_distributed()
+    assert not dist.is_initialized()
