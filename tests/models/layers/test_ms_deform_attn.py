@@ -351,3 +351,29 @@ def test_triton_matches_pytorch_in_interpreter(repo_root):
     result = subprocess.run([sys.executable, '-c', TRITON_CHECK], cwd=repo_root, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and 'TRITON_OK' in result.stdout, result.stderr[-3000:]
+
+
+def test_value_positions_checked_once_per_shapes_tensor():
+    """Every layer of a forward pass gets the same spatial_shapes tensor: it is summed (a
+    host sync on CUDA) once, and a mismatch is still caught on any call."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from codetr.models.layers.ms_deform_attn.module import check_value_positions
+
+    class CountSums(TorchDispatchMode):
+        sums = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket is torch.ops.aten.sum:
+                CountSums.sums += 1
+            return func(*args, **(kwargs or {}))
+
+    shapes = torch.tensor([[4, 5], [2, 3]])
+    with CountSums():
+        for _ in range(3):
+            check_value_positions(shapes, 26)
+    assert CountSums.sums == 1
+    with pytest.raises(ValueError, match='value has 25 positions'):
+        check_value_positions(shapes, 25)
+    with pytest.raises(ValueError, match='cover 20'):
+        check_value_positions(torch.tensor([[4, 5]]), 26)

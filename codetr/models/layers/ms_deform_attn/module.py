@@ -23,6 +23,25 @@ def level_start_index_from_shapes(spatial_shapes: Tensor) -> Tensor:
     return torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])
 
 
+# The last (spatial_shapes, S) pair found consistent. A transformer passes one spatial_shapes
+# tensor to every layer of a forward pass: checking it once avoids a host sync per layer on
+# CUDA (reading the sum back to Python waits for the device).
+_last_checked: tuple[Tensor, int] | None = None
+
+
+def check_value_positions(spatial_shapes: Tensor, num_value: int) -> None:
+    """Raise unless ``sum(h_l * w_l) == num_value``; each shapes tensor is read once."""
+    global _last_checked
+    if (_last_checked is not None and _last_checked[0] is spatial_shapes
+            and _last_checked[1] == num_value):
+        return
+    expected = int((spatial_shapes[:, 0] * spatial_shapes[:, 1]).sum())
+    if expected != num_value:
+        raise ValueError(f'value has {num_value} positions but spatial_shapes '
+                         f'{spatial_shapes.tolist()} cover {expected}.')
+    _last_checked = (spatial_shapes, num_value)
+
+
 @MODELS.register_module()
 class MultiScaleDeformableAttention(BaseModule):
     """Each query attends to ``num_points`` learned offsets around its reference point on
@@ -160,10 +179,7 @@ class MultiScaleDeformableAttention(BaseModule):
                        key_padding_mask: Tensor | None) -> Tensor:
         """(B, S, C) -> (B, S, H, C_v / H) with padded positions zeroed."""
         batch, num_value, _ = value.shape
-        expected = int((spatial_shapes[:, 0] * spatial_shapes[:, 1]).sum())
-        if expected != num_value:
-            raise ValueError(f'value has {num_value} positions but spatial_shapes '
-                             f'{spatial_shapes.tolist()} cover {expected}.')
+        check_value_positions(spatial_shapes, num_value)
         value = self.value_proj(value)
         if key_padding_mask is not None:
             value = value.masked_fill(key_padding_mask[..., None], 0.0)
