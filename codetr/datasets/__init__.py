@@ -1,4 +1,5 @@
-"""Datasets: COCO-format loaders (COCO, LVIS v1, Objects365), converters, synthetic data."""
+"""Datasets: COCO-format loaders (COCO, LVIS v1, Objects365), converters, synthetic data,
+the aspect-ratio batch sampler."""
 # mmcv registers its generic transforms (RandomResize, RandomChoiceResize, RandomChoice, ...)
 # in mmengine's root registry, which codetr's TRANSFORMS inherits from.
 import mmcv.transforms  # noqa: F401
@@ -9,9 +10,10 @@ from .coco import CocoDataset
 from .converters import yolo_to_coco
 from .lvis import LVISV1Dataset
 from .objects365 import Objects365V1Dataset, Objects365V2Dataset
+from .samplers import AspectRatioBatchSampler
 from .synthetic import SYNTHETIC_CLASSES, make_synthetic_dataset
 from .validation import ValidationReport
 
-__all__ = ['COCO_CLASSES', 'SYNTHETIC_CLASSES', 'CocoDataset', 'LVISV1Dataset',
-           'Objects365V1Dataset', 'Objects365V2Dataset', 'ValidationReport', 'make_palette',
-           'make_synthetic_dataset', 'yolo_to_coco']
+__all__ = ['COCO_CLASSES', 'SYNTHETIC_CLASSES', 'AspectRatioBatchSampler', 'CocoDataset',
+           'LVISV1Dataset', 'Objects365V1Dataset', 'Objects365V2Dataset', 'ValidationReport',
+           'make_palette', 'make_synthetic_dataset', 'yolo_to_coco']
