@@ -426,3 +426,27 @@ def test_the_ports_tiny_co_dino_weights_load_strictly(shared_dir):
         module.load_state_dict(part, strict=True)
         name, value = next(iter(part.items()))
         torch.testing.assert_close(module.state_dict()[name], value)
+
+
+def test_ffn_in_place_relu_leaves_no_copy_slices_and_matches_the_formula():
+    from codetr.models.layers.transformer import FFN
+    torch.manual_seed(0)
+    ffn = FFN(embed_dims=8, feedforward_channels=16)
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    out = ffn(x)
+    first, second = ffn.layers[0][0], ffn.layers[1]
+    expected = x + second(torch.relu(first(x)))
+    torch.testing.assert_close(out, expected)
+    names, stack, seen = set(), [out.grad_fn], set()
+    while stack:  # walk the autograd graph
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(n for n, _ in node.next_functions)
+    assert 'CopySlices' not in names and 'ReluBackward0' in names
+    grads = torch.autograd.grad(out.sum(), (x, first.weight))
+    ref = torch.autograd.grad(expected.sum(), (x, first.weight))
+    for a, b in zip(grads, ref):
+        torch.testing.assert_close(a, b)
