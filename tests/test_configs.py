@@ -27,8 +27,11 @@ def test_configs_are_found():
 
 def _dataset_classes(cfg: Config) -> tuple[str, ...]:
     """The class names the training set will have: the config's metainfo, else the
-    dataset class's own (empty when it reads them from the annotation file)."""
+    dataset class's own (empty when it reads them from the annotation file). Wrappers
+    (LVIS's ClassBalancedDataset) are looked through."""
     dataset = cfg.train_dataloader.dataset
+    while 'dataset' in dataset:
+        dataset = dataset.dataset
     metainfo = dataset.get('metainfo') or DATASETS.get(dataset.type).METAINFO
     return tuple(metainfo.get('classes', ()))
 

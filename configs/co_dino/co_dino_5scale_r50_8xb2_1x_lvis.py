@@ -16,4 +16,5 @@ model = dict(
                    atss=dict(num_classes=num_classes)),
     test_cfg=dict(query_head=dict(max_per_img=max_per_img)))
 
-train_dataloader = dict(dataset=dict(filter_cfg=dict(filter_empty_gt=False)))
+# The LVIS set sits inside ClassBalancedDataset (lvis_v1_detection.py).
+train_dataloader = dict(dataset=dict(dataset=dict(filter_cfg=dict(filter_empty_gt=False))))

@@ -8,6 +8,7 @@ import cv2
 import mmengine.dataset.sampler as sampler_module
 import numpy as np
 import pytest
+from mmengine.config import Config
 from mmengine.dataset import ClassBalancedDataset, DefaultSampler
 from mmengine.runner import Runner
 
@@ -150,9 +151,9 @@ def test_runner_builds_it_from_the_config_dict(tmp_path):
 def write_lvis(tmp_path: Path) -> str:
     """10 images: 'common' in images 1-9, 'rare' in image 1, 'uncommon' in 2-3; 10 has none.
 
-    Image 1 is portrait, the others landscape."""
+    Image 1 is portrait, the others landscape; every side passes the configs' min_size=32."""
     cats = [dict(id=1, name='common'), dict(id=2, name='rare'), dict(id=3, name='uncommon')]
-    images = [dict(id=i, width=30 if i == 1 else 40, height=40 if i == 1 else 30,
+    images = [dict(id=i, width=40 if i == 1 else 60, height=60 if i == 1 else 40,
                    coco_url=f'http://images.cocodataset.org/train2017/{i:012d}.jpg')
               for i in range(1, 11)]
     labels = {i: [1] for i in range(1, 10)}
@@ -207,3 +208,38 @@ def test_aspect_ratio_batches_over_the_class_balanced_set(tmp_path):
     dataset = loader.dataset
     img_ids = [[dataset.get_data_info(i)['img_id'] for i in b] for b in batches]
     assert [1, 1, 1] in img_ids
+
+
+# ------------------------------------------------------------------ shipped configs
+CONFIGS = Path(__file__).resolve().parents[2] / 'configs'
+
+
+def shipped_loader(config: str, tmp_path: Path) -> dict:
+    """The config's train_dataloader, pointed at tmp_path's tiny LVIS set, in-process."""
+    cfg = Config.fromfile(CONFIGS / config).train_dataloader.to_dict()
+    inner = cfg['dataset']['dataset']
+    inner.update(data_root=str(tmp_path), ann_file=write_lvis(tmp_path), pipeline=[])
+    cfg.update(num_workers=0, persistent_workers=False)
+    return cfg
+
+
+def test_shipped_lvis_loader_builds_class_balanced_and_aspect_grouped(tmp_path):
+    loader = Runner.build_dataloader(
+        shipped_loader('_base_/datasets/lvis_v1_detection.py', tmp_path), seed=0)
+    assert isinstance(loader.batch_sampler, AspectRatioBatchSampler)
+    assert isinstance(loader.dataset, ClassBalancedDataset)
+    assert loader.dataset.oversample_thr == 1e-3
+    assert len(loader.dataset) == 9  # image 10 has no box: filter_empty_gt drops it
+    # Co-DINO's LVIS config keeps images without boxes, one level down.
+    loader = Runner.build_dataloader(
+        shipped_loader('co_dino/co_dino_5scale_r50_8xb2_1x_lvis.py', tmp_path), seed=0)
+    assert len(loader.dataset) == 10
+    assert len(loader) == 5  # batch_size 2
+
+
+@pytest.mark.parametrize('config', ['coco_detection.py', 'objects365v1_detection.py',
+                                    'objects365v2_detection.py'])
+def test_coco_style_base_configs_group_by_aspect_ratio(config):
+    cfg = Config.fromfile(CONFIGS / '_base_' / 'datasets' / config)
+    assert cfg.train_dataloader.batch_sampler == dict(type='AspectRatioBatchSampler')
+    assert 'batch_sampler' not in cfg.val_dataloader

@@ -38,6 +38,8 @@ train_dataloader = dict(
     num_workers=2,
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=True),
+    # No AspectRatioBatchSampler: every image leaves the pipeline 1024 x 1024, so grouping
+    # by orientation would save no padding.
     dataset=dict(
         type=dataset_type,
         data_root=data_root,
