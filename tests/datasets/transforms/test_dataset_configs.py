@@ -20,8 +20,15 @@ def load(name: str) -> Config:
 
 
 def pipelines(cfg: Config) -> dict[str, list]:
-    return {split: cfg[f'{split}_dataloader'].dataset.pipeline
-            for split in ('train', 'val', 'test')}
+    """Each split's pipeline, looked up through dataset wrappers (LVIS training wraps its
+    dataset in ClassBalancedDataset)."""
+    found = {}
+    for split in ('train', 'val', 'test'):
+        dataset = cfg[f'{split}_dataloader'].dataset
+        while 'pipeline' not in dataset and 'dataset' in dataset:
+            dataset = dataset.dataset
+        found[split] = dataset.pipeline
+    return found
 
 
 @pytest.fixture
