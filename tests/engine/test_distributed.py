@@ -25,13 +25,20 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Retried once: a port picked as free can be taken by another process meanwhile, and about one
+# full-suite run in three saw a rank abort at interpreter exit ("terminate called without an
+# active exception", SIGABRT) after its work was done; it never reproduced in isolation (18
+# runs, with and without two CPU hogs). The second run must pass cleanly.
+RETRIED = ('address already in use', 'terminate called without an active exception')
+
+
 def _run(script: str, *args: str) -> None:
-    for _ in range(2):  # a port picked as free can be taken by another process meanwhile
+    for _ in range(2):
         env = dict(os.environ, PYTHON=sys.executable, PORT=str(_free_port()),
                    PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
         result = subprocess.run(['bash', str(ROOT / 'tools' / script), *args], env=env,
                                 capture_output=True, text=True, timeout=300)
-        if 'address already in use' not in result.stderr.lower():
+        if result.returncode == 0 or not any(m in result.stderr.lower() for m in RETRIED):
             break
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
@@ -73,8 +80,9 @@ def test_two_rank_evaluation_equals_single_process(tmp_path):
     config = tmp_path / 'toy.py'
     config.write_text(toy_config_text(str(tmp_path / 'dist')))
     _run('dist_test.sh', str(config), checkpoint, '2')
-    logs = list((tmp_path / 'dist').glob('*/*.json'))
-    assert len(logs) == 1
+    last_run = sorted(p for p in (tmp_path / 'dist').iterdir() if p.is_dir())[-1]
+    logs = list(last_run.glob('*.json'))
+    assert len(logs) == 1  # rank 0 alone writes the metrics
     metrics = json.loads(logs[0].read_text().strip().splitlines()[-1])
     assert metrics['toy/count'] == expected['toy/count'] == 8.0
     assert metrics['toy/mse'] == pytest.approx(expected['toy/mse'], rel=1e-6, abs=0)
