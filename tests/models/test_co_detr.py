@@ -381,3 +381,15 @@ def test_model_init_weights_reaches_each_aux_heads_own_init():
     torch.testing.assert_close(head.conv_cls.bias, torch.full_like(head.conv_cls.bias,
                                                                    prior_bias))
     assert head.conv_cls.weight.std().item() == pytest.approx(0.01, rel=0.2)
+
+
+def test_a_built_model_holds_no_uninitialised_values():
+    """Every parameter and buffer is finite right after construction, before init_weights
+    (torch.empty-backed parameters made some runs of the gradient test above fail)."""
+    for _ in range(3):
+        model = MODELS.build(tiny_model_cfg())
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            if tensor.is_floating_point():
+                assert torch.isfinite(tensor).all(), name
+    level_embeds = MODELS.build(tiny_model_cfg()).query_head.transformer.level_embeds
+    assert torch.equal(level_embeds, torch.zeros_like(level_embeds))

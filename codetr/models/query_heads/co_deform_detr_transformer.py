@@ -85,7 +85,8 @@ class CoDeformableDetrTransformer(BaseModule):
                              f'{self.decoder.embed_dims}: set the same embed_dims in both')
         self.num_feature_levels = num_feature_levels
         dims = self.embed_dims
-        self.level_embeds = nn.Parameter(torch.empty(num_feature_levels, dims))
+        # zeros until init_weights() draws them: a model built without it holds no garbage
+        self.level_embeds = nn.Parameter(torch.zeros(num_feature_levels, dims))
         self.enc_output = nn.Linear(dims, dims)
         self.enc_output_norm = nn.LayerNorm(dims)
         self.pos_trans = nn.Linear(dims * 2, dims * 2)

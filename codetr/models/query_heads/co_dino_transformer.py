@@ -130,7 +130,8 @@ class CoDinoTransformer(BaseModule):
         self.num_feature_levels = num_feature_levels
         self.num_queries = num_queries
         self.select_padding = select_padding
-        self.level_embeds = nn.Parameter(torch.empty(num_feature_levels, dims))
+        # zeros until init_weights() draws them: a model built without it holds no garbage
+        self.level_embeds = nn.Parameter(torch.zeros(num_feature_levels, dims))
         self.enc_output = nn.Linear(dims, dims)
         self.enc_output_norm = nn.LayerNorm(dims)
         self.query_embed = nn.Embedding(num_queries, dims)
