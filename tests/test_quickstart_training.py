@@ -102,3 +102,35 @@ def test_train_tool_runs_an_epoch_and_logs_coco_ap(synthetic_root: Path, tmp_pat
         assert -1.0 <= val[0][f'coco/bbox_mAP_{size}'] <= 1.0
     assert any('loss' in r for r in records)  # training iterations were logged too
     assert (work_dir / 'epoch_1.pth').is_file()
+
+
+def _tool(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, 'PYTHONPATH': str(ROOT)}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize('config', sorted(QUICKSTART.glob('*.py')), ids=lambda p: p.stem)
+def test_train_and_test_tools_on_every_quickstart_config(config: Path, synthetic_root: Path,
+                                                         tmp_path: Path):
+    """tools/train.py trains one epoch (2 iterations, no validation) and tools/test.py
+    evaluates the checkpoint it wrote, printing the COCO table and dumping predictions."""
+    root = f'{synthetic_root}/'
+    data = [f'train_dataloader.dataset.data_root={root}',
+            f'val_dataloader.dataset.data_root={root}',
+            f'test_dataloader.dataset.data_root={root}',
+            f'val_evaluator.ann_file={root}annotations/instances_val.json',
+            f'test_evaluator.ann_file={root}annotations/instances_val.json']
+    work_dir = tmp_path / 'work'
+    train = _tool('tools/train.py', str(config), '--work-dir', str(work_dir), '--cfg-options',
+                  *data, 'train_cfg.max_epochs=1', 'train_cfg.val_interval=2',
+                  'train_dataloader.batch_size=2')
+    assert train.returncode == 0, train.stderr[-3000:]
+    checkpoint = work_dir / 'epoch_1.pth'
+    assert checkpoint.is_file()
+    out = tmp_path / 'preds.pkl'
+    test = _tool('tools/test.py', str(config), str(checkpoint), '--work-dir',
+                 str(tmp_path / 'test'), '--out', str(out), '--cfg-options', *data)
+    assert test.returncode == 0, test.stderr[-3000:]
+    assert 'coco/bbox_mAP_50' in test.stdout + test.stderr
+    assert out.is_file() and out.stat().st_size > 0
