@@ -245,14 +245,16 @@ def run_variants(script: Path, base_argv: list[str], variants: dict[str, list[st
         base_argv: arguments shared by all variants (without the config).
         variants: ``{name: [config, extra args...]}``.
     """
-    runs = {}
-    for name, argv in variants.items():
-        cmd = [sys.executable, str(script), *argv, *base_argv]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f'variant {name!r} failed ({" ".join(cmd)}):\n{proc.stderr}')
-        runs[name] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return runs
+    return {name: run_json([sys.executable, str(script), *argv, *base_argv], f'variant {name!r}')
+            for name, argv in variants.items()}
+
+
+def run_json(cmd: list[str], label: str, env: dict | None = None) -> dict:
+    """Run a benchmark command in a fresh process; the JSON object of its last stdout line."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f'{label} failed ({" ".join(cmd)}):\n{proc.stderr}')
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def ratios_to_first(runs: dict, keys: tuple[str, ...]) -> dict:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -47,6 +46,7 @@ from common import (  # noqa: E402
     median,
     num_classes_of,
     ratios_to_first,
+    run_json,
     run_variants,
     sync,
     synthetic_batch,
@@ -120,12 +120,9 @@ def rerun_with_tunables(script: Path, args: argparse.Namespace,
     value = args.glibc_tunables
     if not value or os.environ.get('GLIBC_TUNABLES') == value:
         return None
-    env = {**os.environ, 'GLIBC_TUNABLES': value}
     cmd = [sys.executable, str(script), *(sys.argv[1:] if argv is None else argv)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f'the run with GLIBC_TUNABLES={value} failed:\n{proc.stderr}')
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json(cmd, f'the run with GLIBC_TUNABLES={value}',
+                    env={**os.environ, 'GLIBC_TUNABLES': value})
 
 
 def variant_argvs(args: argparse.Namespace) -> dict[str, list[str]]:
