@@ -4,7 +4,7 @@ Backends:
     ``pytorch``  plain torch ops (an ``embedding_bag`` gather forward, a ``grid_sample``
                  backward); any device, any float dtype.
     ``cpp``      fused CPU kernels (``csrc/ms_deform_attn_cpu.cpp``), compiled on first use
-                 with torch's C++ extension loader; float32 / float64.
+                 with torch's C++ extension loader; float32, float64 or bfloat16 values.
     ``triton``   fused kernels with a hand-written backward (CUDA; CPU only under
                  ``TRITON_INTERPRET=1``, for tests).
     ``mmcv``     mmcv's compiled CUDA op, used only if a full mmcv with ``mmcv._ext`` is
