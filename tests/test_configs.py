@@ -36,21 +36,36 @@ def _dataset_classes(cfg: Config) -> tuple[str, ...]:
     return tuple(metainfo.get('classes', ()))
 
 
+# Configs that differ only outside `model` (schedule, data) share one build: the model part
+# of `key` was built and checked already. Large backbones make each build cost seconds.
+_BUILT: dict[str, tuple[str, int, int | None]] = {}
+
+
+def _build_summary(cfg: Config, name: str) -> tuple[str, int, int | None]:
+    """(model type, parameter count, query-head classes) of ``cfg.model``, built once."""
+    key = repr(cfg.model.to_dict())
+    if key not in _BUILT:
+        start = time.perf_counter()
+        model = MODELS.build(cfg.model)
+        seconds = time.perf_counter() - start
+        limit = 30 if 'swin_l' in name or 'vit_l' in name else 10  # ~200-300M parameters
+        assert seconds < limit, f'building {name} took {seconds:.1f} s'
+        head = getattr(model, 'query_head', None)
+        _BUILT[key] = (type(model).__name__, sum(p.numel() for p in model.parameters()),
+                       getattr(head, 'num_classes', None))
+    return _BUILT[key]
+
+
 @pytest.mark.parametrize('path', CONFIGS, ids=_config_id)
 def test_config_builds_its_model(path: Path):
     cfg = Config.fromfile(path)
     assert cfg.default_scope == 'codetr'
-    start = time.perf_counter()
-    model = MODELS.build(cfg.model)
-    seconds = time.perf_counter() - start
-    assert type(model).__name__ == cfg.model.type
-    limit = 30 if 'swin_l' in path.name else 10  # Swin-L initialises ~200M parameters
-    assert seconds < limit, f'building {path.name} took {seconds:.1f} s'
-    num_params = sum(p.numel() for p in model.parameters())
+    model_type, num_params, num_classes = _build_summary(cfg, path.name)
+    assert model_type == cfg.model.type
     assert num_params > 1e6
     classes = _dataset_classes(cfg)
     if classes:  # a mismatch trains silently on the wrong number of logits
-        assert model.query_head.num_classes == len(classes)
+        assert num_classes == len(classes)
 
 
 @pytest.mark.parametrize('path', [p for p in CONFIGS if 'quickstart' in p.parts],
