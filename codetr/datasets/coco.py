@@ -37,7 +37,9 @@ class CocoDataset(BaseDataset):
         dict(img_path=str, img_id=int, height=int, width=int,
              instances=[dict(bbox=[x1, y1, x2, y2],   # float pixels, clipped to the image
                              bbox_label=int,          # index into metainfo['classes']
-                             ignore_flag=0 | 1)])     # 1 for iscrowd / ignore boxes
+                             ignore_flag=0 | 1,       # 1 for iscrowd / ignore boxes
+                             mask=segmentation)])     # if the file has one: COCO polygons
+                                                      # (list) or RLE (dict), original pixels
 
     Labels follow ``metainfo['classes']`` (the 80 COCO classes by default): category ids of
     the file are matched by NAME, so a file may order or number its categories freely. A
@@ -190,8 +192,11 @@ class CocoDataset(BaseDataset):
             if bbox is None:
                 continue
             ignore = bool(ann.get('iscrowd', 0)) or bool(ann.get('ignore', False))
-            instances.append(dict(bbox=bbox, bbox_label=self.cat2label[ann['category_id']],
-                                  ignore_flag=int(ignore)))
+            instance = dict(bbox=bbox, bbox_label=self.cat2label[ann['category_id']],
+                            ignore_flag=int(ignore))
+            if ann.get('segmentation'):  # polygons or RLE, read by LoadAnnotations(with_mask)
+                instance['mask'] = ann['segmentation']
+            instances.append(instance)
         return dict(img_path=fileio.join_path(self.data_prefix['img'], self.image_file(img)),
                     img_id=img['id'], height=height, width=width,
                     instances=instances, **self.extra_image_fields(img))

@@ -3,7 +3,8 @@
 The dataset hands every transform a ``results`` dict built from its ``data_info``::
 
     dict(img_path=str, img_id=int, height=int, width=int,
-         instances=[dict(bbox=[x1, y1, x2, y2], bbox_label=int, ignore_flag=0 | 1), ...])
+         instances=[dict(bbox=[x1, y1, x2, y2], bbox_label=int, ignore_flag=0 | 1,
+                         mask=COCO segmentation (optional)), ...])
 """
 from __future__ import annotations
 
@@ -13,6 +14,13 @@ from mmcv.transforms import BaseTransform
 from mmengine.fileio import get
 
 from codetr.registry import TRANSFORMS
+from codetr.structures.mask import (
+    BitmapMasks,
+    PolygonMasks,
+    mask_to_polygons,
+    rle_to_mask,
+    segmentation_to_mask,
+)
 
 
 @TRANSFORMS.register_module()
@@ -67,25 +75,32 @@ class LoadImageFromFile(BaseTransform):
 
 @TRANSFORMS.register_module()
 class LoadAnnotations(BaseTransform):
-    """Turn ``results['instances']`` into arrays.
+    """Turn ``results['instances']`` into arrays (and masks).
 
     Adds ``gt_bboxes`` float32 ``(N, 4)`` xyxy pixels, ``gt_ignore_flags`` bool ``(N,)``
-    (with boxes) and ``gt_bboxes_labels`` int64 ``(N,)`` (with labels). An image without
-    instances gets arrays of length 0, so later transforms need no special case.
+    (with boxes), ``gt_bboxes_labels`` int64 ``(N,)`` (with labels) and ``gt_masks`` (with
+    masks): :class:`BitmapMasks` of the image's original size when ``poly2mask``, else
+    :class:`PolygonMasks`. An image without instances gets arrays of length 0, so later
+    transforms need no special case.
+
+    Masks come from each instance's ``mask``: COCO polygons (a list of flat
+    ``[x, y, ...]`` lists) or RLE (a dict, compressed or not, as COCO stores ``iscrowd``
+    regions), decoded with pycocotools. With ``poly2mask=False`` an RLE becomes the
+    polygons of its outer outlines (COCO polygons cannot carry holes).
 
     Args:
         with_bbox: load boxes and ignore flags.
         with_label: load class indices.
-        with_mask: not supported (codetr trains boxes only); True raises.
+        with_mask: load instance masks; every instance must have a ``mask``.
+        poly2mask: rasterise polygons into bitmaps (MMDetection's default, True).
     """
 
     def __init__(self, with_bbox: bool = True, with_label: bool = True,
-                 with_mask: bool = False) -> None:
-        if with_mask:
-            raise ValueError('LoadAnnotations(with_mask=True) is not supported: codetr trains '
-                             'box detectors only; drop `with_mask` from the pipeline config.')
+                 with_mask: bool = False, poly2mask: bool = True) -> None:
         self.with_bbox = with_bbox
         self.with_label = with_label
+        self.with_mask = with_mask
+        self.poly2mask = poly2mask
 
     def transform(self, results: dict) -> dict:
         instances = results.get('instances', [])
@@ -100,8 +115,37 @@ class LoadAnnotations(BaseTransform):
         if self.with_label:
             results['gt_bboxes_labels'] = np.asarray(
                 [inst['bbox_label'] for inst in instances], dtype=np.int64)
+        if self.with_mask:
+            results['gt_masks'] = self._load_masks(results, instances)
         return results
+
+    def _image_hw(self, results: dict) -> tuple[int, int]:
+        """The original image size the segmentations are drawn in."""
+        if 'ori_shape' in results:
+            return tuple(int(v) for v in results['ori_shape'][:2])
+        if 'height' in results and 'width' in results:
+            return int(results['height']), int(results['width'])
+        raise KeyError('LoadAnnotations(with_mask=True) needs the image size: put it after '
+                       'LoadImageFromFile (ori_shape) or give height / width in the data info.')
+
+    def _load_masks(self, results: dict, instances: list[dict]) -> BitmapMasks | PolygonMasks:
+        height, width = self._image_hw(results)
+        missing = [i for i, inst in enumerate(instances) if not inst.get('mask')]
+        if missing:
+            raise ValueError(
+                f'LoadAnnotations(with_mask=True): instances {missing[:10]} of '
+                f'{results.get("img_path")!r} have no segmentation. Instance segmentation '
+                f'needs a "segmentation" for every annotation; for box-only data drop '
+                f'with_mask (and the mask head).')
+        segms = [inst['mask'] for inst in instances]
+        if self.poly2mask:
+            return BitmapMasks([segmentation_to_mask(s, height, width) for s in segms],
+                               height, width)
+        polys = [s if isinstance(s, list) else mask_to_polygons(rle_to_mask(s, height, width))
+                 for s in segms]
+        return PolygonMasks(polys, height, width)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(with_bbox={self.with_bbox}, '
-                f'with_label={self.with_label})')
+                f'with_label={self.with_label}, with_mask={self.with_mask}, '
+                f'poly2mask={self.poly2mask})')
