@@ -7,8 +7,8 @@ import mmcv.transforms  # noqa: F401
 from . import transforms  # noqa: F401
 from .class_names import COCO_CLASSES, make_palette
 from .coco import CocoDataset
-from .dataset_wrappers import MultiImageMixDataset
 from .converters import yolo_to_coco
+from .dataset_wrappers import MultiImageMixDataset
 from .lvis import LVISV1Dataset
 from .objects365 import Objects365V1Dataset, Objects365V2Dataset
 from .samplers import AspectRatioBatchSampler
