@@ -29,7 +29,7 @@ from .. import co_modules  # noqa: F401  (registers MultiScaleAdapter for model.
 # `eval_kind`.
 EVAL_MODULES = ('detr', 'one-stage', 'two-stage')
 # Keys of train_cfg / test_cfg that are not branch names, so no aux head may take them.
-RESERVED_NAMES = ('query_head', 'eval_module', 'eval_head')
+RESERVED_NAMES = ('query_head', 'eval_module', 'eval_head', 'mask_branch')
 
 
 @MODELS.register_module()
@@ -53,9 +53,13 @@ class CoDETR(BaseModel):
         train_cfg: per-branch training settings: ``dict(query_head=dict(assigner=...), <aux
             name>=...)``; ``train_cfg[branch]`` becomes that branch's ``train_cfg``.
         test_cfg: ``dict(eval_module='detr' | 'one-stage' | 'two-stage', eval_head=None | NAME,
-            query_head=dict(max_per_img=..., nms=...), <aux name>=...)``. With an aux
-            ``eval_module``, ``eval_head`` names the head; by default the first aux head whose
-            ``eval_kind`` is ``eval_module``.
+            mask_branch=None | NAME, query_head=dict(max_per_img=..., nms=...), <aux
+            name>=...)``. With an aux ``eval_module``, ``eval_head`` names the head; by default
+            the first aux head whose ``eval_kind`` is ``eval_module``. ``mask_branch`` names
+            an aux head with a mask branch (``CoMaskRCNNHead``) that predicts masks for the
+            evaluated branch's boxes in the same pass (the DETR's boxes with the default
+            ``eval_module='detr'``); an eval head with its own mask branch predicts its masks
+            itself.
         data_preprocessor: config of ``DetDataPreprocessor``.
         init_cfg: mmengine init config.
     """
@@ -89,6 +93,7 @@ class CoDETR(BaseModel):
         self.aux_heads = ModuleDict(
             {name: MODELS.build(self._branch_cfg(name, cfg)) for name, cfg in aux_heads.items()})
         self.eval_head = self._select_eval_head()
+        self.mask_branch = self._select_mask_branch()
 
     @staticmethod
     def _check_aux_names(aux_heads: dict) -> None:
@@ -120,6 +125,17 @@ class CoDETR(BaseModel):
                 f'{self.test_cfg.get("eval_head")!r}) needs an aux head of that kind, but '
                 f'model.aux_heads has {kinds or "none"}; add such a head, name it in '
                 "test_cfg.eval_head, or use eval_module='detr'")
+        return name
+
+    def _select_mask_branch(self) -> str | None:
+        """Name of the aux head whose mask branch predicts masks for the evaluated boxes."""
+        name = self.test_cfg.get('mask_branch')
+        if name is None:
+            return None
+        with_masks = [n for n, head in self.aux_heads.items() if hasattr(head, 'predict_masks')]
+        if name not in with_masks:
+            raise ValueError(f'test_cfg.mask_branch={name!r} must name an aux head with a mask '
+                             f'branch; model.aux_heads has {with_masks or "none"} with one')
         return name
 
     def _branch_cfg(self, name: str, cfg: dict) -> dict:
@@ -160,13 +176,19 @@ class CoDETR(BaseModel):
 
     def predict(self, inputs: Tensor, data_samples: list[DetDataSample],
                 rescale: bool = True) -> list[DetDataSample]:
-        """Adds ``pred_instances`` (bboxes (N, 4) xyxy, scores (N,), labels (N,)) to each
-        sample; boxes are in original image pixels when ``rescale``, else network input pixels."""
+        """Adds ``pred_instances`` (bboxes (N, 4) xyxy, scores (N,), labels (N,), and with a
+        mask branch ``masks (N, H, W)`` bool) to each sample; boxes and masks are in original
+        image pixels when ``rescale``, else network input pixels."""
         feats = self.extract_feat(inputs)
-        if self.eval_head is None:
-            results = self.query_head.predict(feats, data_samples, rescale=rescale)
-        else:
+        if self.eval_head is not None:
             results = self._predict_aux(feats, data_samples, rescale)
+        elif self.mask_branch is not None:
+            results, memory = self.query_head.predict_with_memory(feats, data_samples,
+                                                                  rescale=False)
+            results = self.aux_heads[self.mask_branch].predict_masks(
+                self.adapter(memory), results, data_samples, rescale=rescale)
+        else:
+            results = self.query_head.predict(feats, data_samples, rescale=rescale)
         for sample, result in zip(data_samples, results):
             sample.pred_instances = result
         return data_samples
@@ -176,7 +198,12 @@ class CoDETR(BaseModel):
         """Detections of ``aux_heads[eval_head]``: encoder, adapter, aux head; no decoder."""
         memory = self.query_head.encode_memory(feats, data_samples)
         pyramid = self.adapter(memory)
-        return self.aux_heads[self.eval_head].predict(pyramid, data_samples, rescale=rescale)
+        head = self.aux_heads[self.eval_head]
+        if self.mask_branch in (None, self.eval_head):
+            return head.predict(pyramid, data_samples, rescale=rescale)
+        results = head.predict(pyramid, data_samples, rescale=False)
+        return self.aux_heads[self.mask_branch].predict_masks(pyramid, results, data_samples,
+                                                              rescale=rescale)
 
     def _forward(self, inputs: Tensor, data_samples: list[DetDataSample] | None = None):
         """The query head's raw outputs (its ``forward``), without losses or post-processing."""
