@@ -1,7 +1,9 @@
-"""COCO box AP through pycocotools (default) or faster-coco-eval (same numbers, faster)."""
+"""COCO box and mask AP through pycocotools (default) or faster-coco-eval (same numbers,
+faster)."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import os.path as osp
@@ -25,8 +27,10 @@ from .coco_format import (
     unpack_prediction,
 )
 
-# Index of each reported value in COCOeval.stats (the order of its 12-line summary).
+# Index of each reported value in COCOeval.stats (the order of its 12-line summary); the same
+# for 'bbox' and 'segm'.
 BBOX_STATS = {'mAP': 0, 'mAP_50': 1, 'mAP_75': 2, 'mAP_s': 3, 'mAP_m': 4, 'mAP_l': 5}
+METRICS_SUPPORTED = ('bbox', 'segm', 'proposal')
 BACKENDS = ('pycocotools', 'faster_coco_eval')
 
 
@@ -65,11 +69,14 @@ class CocoMetric(BaseMetric):
         ann_file: COCO json of the evaluated split. ``None`` builds the ground truth from
             each data sample's ``instances`` (add ``'instances'`` to PackDetInputs'
             ``meta_keys``); category id ``i`` is then label ``i``.
-        metric: ``'bbox'`` (class-aware AP) or ``'proposal'`` (class-agnostic AR at
-            ``proposal_nums`` detections per image).
+        metric: one or a list of ``'bbox'`` (class-aware box AP), ``'segm'`` (mask AP of
+            ``pred_instances.masks``; keys ``coco/segm_mAP`` ...) and ``'proposal'``
+            (class-agnostic AR at ``proposal_nums`` detections per image). Masks are
+            RLE-encoded image by image as predictions arrive.
         classwise: also log a per-class AP table.
         proposal_nums: max detections per image for ``'proposal'`` recall.
-        format_only: only write ``<outfile_prefix>.bbox.json`` (test-dev submission).
+        format_only: only write ``<outfile_prefix>.bbox.json`` (and ``.segm.json`` with
+            ``'segm'``), e.g. for a test-dev submission.
         outfile_prefix: where result json files go; required with ``format_only``.
         backend: ``'pycocotools'`` or ``'faster_coco_eval'``.
         sort_categories: order the class-wise table by category id instead of ``classes``.
@@ -85,9 +92,9 @@ class CocoMetric(BaseMetric):
         super().__init__(collect_device=collect_device, prefix=prefix)
         self.metrics = [metric] if isinstance(metric, str) else list(metric)
         for name in self.metrics:
-            if name not in ('bbox', 'proposal'):
-                raise ValueError(f'metric={name!r} is not supported; use "bbox" or "proposal" '
-                                 f'(codetr predicts boxes only).')
+            if name not in METRICS_SUPPORTED:
+                raise ValueError(f'metric={name!r} is not supported; use one or more of '
+                                 f'{METRICS_SUPPORTED}.')
         if format_only and outfile_prefix is None:
             raise ValueError('format_only=True writes <outfile_prefix>.bbox.json; set '
                              'outfile_prefix, e.g. "./work_dirs/coco_test_dev/results".')
@@ -104,7 +111,7 @@ class CocoMetric(BaseMetric):
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
         """Keep each image's predictions (numpy) and, without ``ann_file``, its GT."""
         for sample in data_samples:
-            pred = unpack_prediction(sample)
+            pred = unpack_prediction(sample, with_masks='segm' in self.metrics)
             gt = None
             if self._coco_gt is None:
                 if 'instances' not in sample:
@@ -126,35 +133,39 @@ class CocoMetric(BaseMetric):
             coco_gt = load_coco(self.backend, gt_to_coco_dict(gts, classes))
         check_img_ids([p['img_id'] for p in preds], coco_gt.getImgIds(), self.ann_file)
         cat_ids = label_to_cat_ids(classes, coco_gt.dataset['categories'], self.ann_file)
-        json_results = preds_to_coco_json(preds, cat_ids)
+        json_results = {'bbox': preds_to_coco_json(preds, cat_ids)}
+        if 'segm' in self.metrics:
+            check_gt_segmentations(coco_gt.dataset, self.ann_file)
+            json_results['segm'] = preds_to_coco_json(preds, cat_ids, segm=True)
         if self.outfile_prefix is not None:
-            out_file = f'{self.outfile_prefix}.bbox.json'
-            with open(out_file, 'w') as f:
-                json.dump(json_results, f)
-            logger.info(f'Detections written to {osp.abspath(out_file)}')
+            for kind, entries in json_results.items():
+                out_file = f'{self.outfile_prefix}.{kind}.json'
+                with open(out_file, 'w') as f:
+                    json.dump(entries, f)
+                logger.info(f'Detections written to {osp.abspath(out_file)}')
         if self.format_only:
             return {}
         img_ids = [p['img_id'] for p in preds]
         metrics: dict[str, float] = {}
         for metric in self.metrics:
-            metrics.update(self._evaluate(metric, coco_gt, json_results, img_ids, cat_ids,
-                                          classes))
+            entries = json_results['segm' if metric == 'segm' else 'bbox']
+            metrics.update(self._evaluate(metric, coco_gt, entries, img_ids, cat_ids, classes))
         return metrics
 
     def _evaluate(self, metric: str, coco_gt: Any, json_results: list[dict],
                   img_ids: list, cat_ids: list[int], classes: Sequence[str]) -> dict[str, float]:
         """Run COCOeval for one metric kind and log its summary (and table)."""
         logger = MMLogger.get_current_instance()
-        names = (list(BBOX_STATS) if metric == 'bbox' else
+        names = (list(BBOX_STATS) if metric != 'proposal' else
                  [f'AR@{n}' for n in self.proposal_nums] +
                  [f'AR_{s}@{self.proposal_nums[-1]}' for s in 'sml'])
-        keys = [f'bbox_{n}' if metric == 'bbox' else n for n in names]
+        keys = [f'{metric}_{n}' if metric != 'proposal' else n for n in names]
         if not json_results:
             logger.warning('There are no detections at all; every metric is 0.')
             return dict.fromkeys(keys, 0.0)
         _, eval_cls = coco_api(self.backend)
-        coco_dt = coco_gt.loadRes(json_results)
-        coco_eval = eval_cls(coco_gt, coco_dt, 'bbox')
+        coco_dt = coco_gt.loadRes(copy.deepcopy(json_results))  # loadRes edits its input
+        coco_eval = eval_cls(coco_gt, coco_dt, 'segm' if metric == 'segm' else 'bbox')
         coco_eval.params.imgIds = img_ids
         coco_eval.params.catIds = cat_ids
         if metric == 'proposal':
@@ -168,10 +179,11 @@ class CocoMetric(BaseMetric):
         logger.info(f'Evaluating {metric}:\n{summary.getvalue()}')
         stats = np.asarray(coco_eval.stats, dtype=np.float64)
         # 'proposal' reads AR@maxDets[0..2] at stats 6..8 and AR s/m/l at stats 9..11.
-        indices = list(BBOX_STATS.values()) if metric == 'bbox' else [6, 7, 8, 9, 10, 11]
+        indices = list(BBOX_STATS.values()) if metric != 'proposal' else [6, 7, 8, 9, 10, 11]
         values = {key: float(stats[i]) for key, i in zip(keys, indices)}
-        if metric == 'bbox':
-            logger.info('bbox_mAP_copypaste: ' + ' '.join(f'{v:.3f}' for v in values.values()))
+        if metric != 'proposal':
+            logger.info(f'{metric}_mAP_copypaste: ' +
+                        ' '.join(f'{v:.3f}' for v in values.values()))
             if self.classwise:
                 precision = np.asarray(coco_eval.eval['precision'])
                 logger.info('\n' + self.classwise_table(precision, cat_ids, classes))
@@ -198,6 +210,15 @@ class CocoMetric(BaseMetric):
         table = AsciiTable(rows)
         table.inner_footing_row_border = False
         return table.table
+
+
+def check_gt_segmentations(gt: dict, ann_file: str | None) -> None:
+    """Raise if a ground-truth annotation has no ``segmentation`` (box-only data)."""
+    missing = [ann.get('id') for ann in gt.get('annotations', []) if not ann.get('segmentation')]
+    if missing:
+        raise ValueError(f'metric "segm" needs a segmentation for every ground-truth '
+                         f'annotation; {len(missing)} in {ann_file or "the ground truth"} have '
+                         f'none (ids {missing[:10]}). Evaluate "bbox" only on box-only data.')
 
 
 def _mean_valid(values: np.ndarray) -> str:

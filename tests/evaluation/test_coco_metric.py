@@ -79,8 +79,8 @@ def test_bad_config_raises():
         CocoMetric(format_only=True)
     with pytest.raises(ValueError, match='backend'):
         CocoMetric(backend='lvis')
-    with pytest.raises(ValueError, match='segm'):
-        CocoMetric(metric='segm')
+    with pytest.raises(ValueError, match='not supported'):
+        CocoMetric(metric='keypoints')
 
 
 def test_backends_agree_on_random_predictions(tmp_path):

@@ -130,7 +130,7 @@ def test_bad_inputs_raise(tmp_path):
     ann = tmp_path / 'lvis.json'
     ann.write_text(json.dumps(lvis_gt({1: dict(gts=[(A, 1)])})))
     with pytest.raises(ValueError, match='bbox'):
-        LVISMetric(ann_file=str(ann), metric='segm')
+        LVISMetric(ann_file=str(ann), metric='keypoints')
 
 
 def test_agrees_with_faster_coco_eval_lvis_mode():
