@@ -125,9 +125,13 @@ def gt_to_coco_dict(gts: Sequence[dict], classes: Sequence[str]) -> dict:
                 categories=categories)
 
 
-def unpack_prediction(data_sample: dict, with_masks: bool = False) -> dict:
+def unpack_prediction(data_sample: dict, with_masks: bool = False,
+                      top_k: int | None = None) -> dict:
     """One evaluator data-sample dict -> ``img_id`` plus numpy ``bboxes, scores, labels``,
-    and with ``with_masks`` the RLEs of ``pred_instances.masks`` as ``masks`` (if any)."""
+    and with ``with_masks`` the RLEs of ``pred_instances.masks`` as ``masks`` (if any).
+
+    ``top_k`` keeps only the best-scoring ``top_k`` detections (before any mask is encoded).
+    """
     if 'pred_instances' not in data_sample:
         raise KeyError('The data sample has no `pred_instances`; the model\'s predict() must '
                        'fill them before the metric sees the batch.')
@@ -136,6 +140,11 @@ def unpack_prediction(data_sample: dict, with_masks: bool = False) -> dict:
                bboxes=to_numpy(pred['bboxes']).reshape(-1, 4),
                scores=to_numpy(pred['scores']).reshape(-1),
                labels=to_numpy(pred['labels']).reshape(-1))
+    keep = None
+    if top_k is not None and len(out['scores']) > top_k:
+        keep = np.sort(np.argsort(-out['scores'], kind='stable')[:top_k])
+        out.update({k: out[k][keep] for k in ('bboxes', 'scores', 'labels')})
     if with_masks and 'masks' in pred:
-        out['masks'] = encode_masks(to_numpy(pred['masks']))
+        masks = to_numpy(pred['masks'])  # shares a CPU tensor's memory: no copy
+        out['masks'] = encode_masks(masks if keep is None else masks[keep])
     return out

@@ -63,7 +63,8 @@ class LVISMetric(BaseMetric):
 
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
         with_masks = 'segm' in self.metrics
-        self.results.extend(unpack_prediction(sample, with_masks=with_masks)
+        # LVIS scores the top max_dets detections of an image: the rest need no encoding
+        self.results.extend(unpack_prediction(sample, with_masks=with_masks, top_k=self.max_dets)
                             for sample in data_samples)
 
     def compute_metrics(self, results: list) -> dict[str, float]:

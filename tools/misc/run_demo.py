@@ -14,7 +14,8 @@ and the COCO AP table after every epoch; evaluation shows a progress bar. Everyt
 * ``predictions/NNN_<image>.png``: ground truth (left) next to the predictions (right);
 * ``curves.png``: the loss of every branch per iteration and box AP / AP50 per epoch.
 
-The last lines printed are ``Demo box AP ...`` with the final COCO numbers, and the paths.
+The last lines printed are ``Demo box AP ...`` with the final COCO numbers (and
+``Demo mask AP ...`` when the config evaluates ``segm``), and the paths.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from tools.analysis_tools.analyze_logs import load_log, plt  # noqa: E402
 
 DEFAULT_CONFIG = 'configs/quickstart/co_dino_r18_k2_quickstart_synthetic.py'
 AP_KEYS = ('coco/bbox_mAP', 'coco/bbox_mAP_50')
+MASK_AP_KEYS = ('coco/segm_mAP', 'coco/segm_mAP_50')
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -118,7 +120,7 @@ def draw_predictions(runner: Runner, out_dir: str, num_images: int,
                      score_thr: float) -> list[str]:
     """Ground truth next to the predictions (score >= ``score_thr``) of the first
     ``num_images`` test images, as PNGs in ``out_dir``; returns their paths."""
-    from codetr.visualization import draw_boxes
+    from codetr.visualization import draw_instances
 
     loader = runner.test_dataloader
     classes = loader.dataset.metainfo['classes']
@@ -133,10 +135,9 @@ def draw_predictions(runner: Runner, out_dir: str, num_images: int,
                 img = cv2.imread(sample.img_path)
                 gt = sample.gt_instances  # original-image pixels: the test pipeline loads
                 pred = sample.pred_instances  # boxes after Resize; predictions are rescaled
-                keep = pred.scores >= score_thr
-                left = draw_boxes(img, gt.bboxes, gt.labels, classes)
-                right = draw_boxes(img, pred.bboxes[keep], pred.labels[keep], classes,
-                                   scores=pred.scores[keep])
+                pred = pred[pred.scores >= score_thr]
+                left = draw_instances(img, gt, classes)  # masks too, when there are any
+                right = draw_instances(img, pred, classes, scores=pred.scores)
                 gap = np.full((img.shape[0], 4, 3), 255, np.uint8)
                 name = osp.splitext(osp.basename(sample.img_path))[0]
                 path = osp.join(out_dir, f'{len(paths):03d}_{name}.png')
@@ -160,7 +161,8 @@ def branch_of(key: str) -> str | None:
 
 
 def plot_curves(scalars_path: str, out: str) -> str:
-    """Two panels: each branch's loss per iteration, box AP / AP50 per epoch; saved at ``out``."""
+    """Two panels: each branch's loss per iteration, box (and mask) AP / AP50 per epoch;
+    saved at ``out``."""
     series = load_log(scalars_path)
     totals: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
     for key, points in series.items():
@@ -174,11 +176,11 @@ def plot_curves(scalars_path: str, out: str) -> str:
                      label=branch)
     ax_loss.set(xlabel='iteration', ylabel='loss (sum over the branch)', title='training loss')
     ax_loss.legend(fontsize='small')
-    for key in AP_KEYS:
+    for key in AP_KEYS + MASK_AP_KEYS:
         if key in series:
             xs, ys = zip(*series[key])
             ax_ap.plot(xs, ys, marker='o', label=key.split('/')[-1])
-    ax_ap.set(xlabel='epoch', ylabel='COCO box AP', title='validation AP', ylim=(0, 1))
+    ax_ap.set(xlabel='epoch', ylabel='COCO AP', title='validation AP', ylim=(0, 1))
     ax_ap.legend()
     fig.tight_layout()
     fig.savefig(out)
@@ -216,6 +218,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap, ap50 = (metrics.get(k, float('nan')) for k in AP_KEYS)
     print(f'\nDemo box AP {ap:.3f}  AP50 {ap50:.3f}  (COCO metric, '
           f'{len(runner.test_dataloader.dataset)} synthetic val images; {minutes:.1f} min)')
+    if MASK_AP_KEYS[0] in metrics:
+        mask_ap, mask_ap50 = (metrics[k] for k in MASK_AP_KEYS)
+        print(f'Demo mask AP {mask_ap:.3f}  AP50 {mask_ap50:.3f}  (COCO segm metric)')
     print(f'  checkpoints and logs: {osp.abspath(args.work_dir)}')
     print(f'  training log:         {osp.abspath(runner.log_dir)}')
     print(f'  predictions:          {osp.abspath(pred_dir)} ({len(drawings)} PNGs, '
