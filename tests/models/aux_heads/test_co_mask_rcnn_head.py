@@ -25,8 +25,10 @@ def mask_head_cfg(num_classes: int | None = NUM_CLASSES, **kwargs) -> dict:
     cfg['roi']['mask_roi_extractor'] = dict(
         type='SingleRoIExtractor', roi_layer=dict(type='RoIAlign', output_size=14,
                                                   sampling_ratio=0),
-        out_channels=C, featmap_strides=STRIDES[:-1], finest_scale=56)
-    cfg['roi']['mask_head'] = dict(in_channels=C, conv_out_channels=MASK_CH, num_convs=4)
+        out_channels=kwargs.get('channels', C),
+        featmap_strides=list(kwargs.get('strides', STRIDES))[:-1], finest_scale=56)
+    cfg['roi']['mask_head'] = dict(in_channels=kwargs.get('channels', C),
+                                   conv_out_channels=MASK_CH, num_convs=4)
     cfg['train_cfg']['rcnn']['mask_size'] = 28
     cfg['test_cfg']['rcnn']['mask_thr_binary'] = 0.5
     return cfg
