@@ -116,3 +116,40 @@ def test_multi_image_mix_dataset_feeds_copy_paste_and_packs():
     assert len(gt.masks) == 2 and 'mix_results' not in packed
     dataset.update_skip_type_keys(['CopyPaste'])  # CopyPaste off: image 0 as loaded
     assert dataset[0]['data_samples'].gt_instances.labels.tolist() == [0]
+
+
+def test_coco_instance_lsj_recipe_runs_on_a_tiny_coco_file(tmp_path):
+    """The shipped LSJ + Copy-Paste training set (configs/_base_/datasets/coco_instance_lsj.py)
+    on two polygon-annotated images: 1024 x 1024 inputs, every mask's box = its box."""
+    import json
+    from pathlib import Path
+
+    import cv2
+    from mmengine.config import Config
+
+    from codetr.registry import DATASETS
+
+    images, anns = [], []
+    for i in (1, 2):
+        cv2.imwrite(str(tmp_path / f'{i}.png'), np.full((120, 160, 3), 40 * i, np.uint8))
+        images.append(dict(id=i, file_name=f'{i}.png', height=120, width=160))
+        for x1, y1, x2, y2 in ([10, 10, 70, 90], [60, 30, 150, 110]):
+            anns.append(dict(id=len(anns) + 1, image_id=i, category_id=1, iscrowd=0,
+                             bbox=[x1, y1, x2 - x1, y2 - y1], area=(x2 - x1) * (y2 - y1),
+                             segmentation=[[x1, y1, x2, y1, (x1 + x2) / 2, y2]]))
+    (tmp_path / 'ann.json').write_text(json.dumps(
+        dict(images=images, annotations=anns, categories=[dict(id=1, name='person')])))
+    root = Path(__file__).resolve().parents[3]
+    cfg = Config.fromfile(str(root / 'configs/_base_/datasets/coco_instance_lsj.py'))
+    cfg.train_dataloader.dataset.dataset.update(
+        data_root=str(tmp_path), ann_file='ann.json', data_prefix=dict(img=''),
+        metainfo=dict(classes=('person',)))
+    dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    assert type(dataset).__name__ == 'MultiImageMixDataset'
+    for seed in range(3):
+        np.random.seed(seed)
+        out = dataset[seed % 2]
+        assert out['inputs'].shape == (3, 1024, 1024)
+        gt = out['data_samples'].gt_instances
+        assert (gt.masks.height, gt.masks.width) == (1024, 1024)
+        np.testing.assert_allclose(gt.masks.get_bboxes(), gt.bboxes.numpy(), atol=1)
