@@ -123,3 +123,33 @@ def test_an_aux_head_changes_from_the_command_line():
     assert model.aux_heads['rcnn'].num_classes == 20
     assert model.aux_heads['atss'].atss_cls.out_channels == 20  # one anchor per location
     assert model.lambda_2 == 1.0
+
+
+MASK_CFG = ROOT / 'configs' / 'quickstart' / 'co_dino_r18_k2_mask_quickstart_synthetic.py'
+
+
+def test_demo_prints_mask_ap_when_the_config_evaluates_segm():
+    run_demo = load_run_demo()
+    box = {'coco/bbox_mAP': 0.25, 'coco/bbox_mAP_50': 0.5}
+    assert run_demo.ap_lines(box, 64, 9.5) == [
+        'Demo box AP 0.250  AP50 0.500  (COCO metric, 64 synthetic val images; 9.5 min)']
+    lines = run_demo.ap_lines({**box, 'coco/segm_mAP': 0.2, 'coco/segm_mAP_50': 0.45}, 64, 9.5)
+    assert lines[1] == 'Demo mask AP 0.200  AP50 0.450  (COCO segm metric)'
+    assert Config.fromfile(MASK_CFG).test_evaluator.metric == ['bbox', 'segm']
+
+
+@pytest.mark.slow  # the full mask demo: ~10 min on an idle 2-core CPU, much more when busy
+def test_mask_demo_learns_masks(tmp_path):
+    """`make demo DEMO_CONFIG=<mask quick start>`: 640 / 64 synthetic images, 8 epochs."""
+    data = tmp_path / 'data'
+    make_synthetic_dataset(data, num_train=640, num_val=64, seed=0, min_size=128, max_size=160)
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), '--config', str(MASK_CFG), '--work-dir',
+         str(tmp_path / 'work'), '--data-root', str(data), '--num-images', '2'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=7200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    box = re.search(r'Demo box AP (\d\.\d{3})', proc.stdout)
+    mask = re.search(r'Demo mask AP (\d\.\d{3})  AP50 (\d\.\d{3})', proc.stdout)
+    assert box and mask, proc.stdout[-2000:]
+    assert float(mask.group(1)) > 0.05 and float(mask.group(2)) > 0.1

@@ -188,6 +188,17 @@ def plot_curves(scalars_path: str, out: str) -> str:
     return out
 
 
+def ap_lines(metrics: dict, num_images: int, minutes: float) -> list[str]:
+    """``Demo box AP ...`` and, when the config evaluates ``segm``, ``Demo mask AP ...``."""
+    ap, ap50 = (metrics.get(k, float('nan')) for k in AP_KEYS)
+    lines = [f'Demo box AP {ap:.3f}  AP50 {ap50:.3f}  (COCO metric, {num_images} synthetic '
+             f'val images; {minutes:.1f} min)']
+    if MASK_AP_KEYS[0] in metrics:
+        mask_ap, mask_ap50 = (metrics[k] for k in MASK_AP_KEYS)
+        lines.append(f'Demo mask AP {mask_ap:.3f}  AP50 {mask_ap50:.3f}  (COCO segm metric)')
+    return lines
+
+
 def train_and_test(cfg: Config) -> tuple[Runner, dict]:
     """Train with the Runner, then evaluate the final model on the test set."""
     from codetr.engine import adapt_cfg_to_device
@@ -215,12 +226,9 @@ def main(argv: list[str] | None = None) -> dict:
     scalars = osp.join(runner.log_dir, 'vis_data', 'scalars.json')
     curves = plot_curves(scalars, osp.join(args.work_dir, 'curves.png'))
     minutes = (time.perf_counter() - start) / 60
-    ap, ap50 = (metrics.get(k, float('nan')) for k in AP_KEYS)
-    print(f'\nDemo box AP {ap:.3f}  AP50 {ap50:.3f}  (COCO metric, '
-          f'{len(runner.test_dataloader.dataset)} synthetic val images; {minutes:.1f} min)')
-    if MASK_AP_KEYS[0] in metrics:
-        mask_ap, mask_ap50 = (metrics[k] for k in MASK_AP_KEYS)
-        print(f'Demo mask AP {mask_ap:.3f}  AP50 {mask_ap50:.3f}  (COCO segm metric)')
+    print()
+    for line in ap_lines(metrics, len(runner.test_dataloader.dataset), minutes):
+        print(line)
     print(f'  checkpoints and logs: {osp.abspath(args.work_dir)}')
     print(f'  training log:         {osp.abspath(runner.log_dir)}')
     print(f'  predictions:          {osp.abspath(pred_dir)} ({len(drawings)} PNGs, '
