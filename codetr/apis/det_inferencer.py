@@ -14,7 +14,8 @@ from mmengine.config import Config
 
 from codetr.registry import INFERENCERS
 from codetr.structures import DetDataSample
-from codetr.visualization.draw import draw_boxes
+from codetr.structures.mask import encode_masks
+from codetr.visualization.draw import draw_instances
 
 from .inference import ImageInput, build_test_pipeline, init_detector, run_batch
 
@@ -76,7 +77,8 @@ class DetInferencer:
 
         Writes ``out_dir/vis/<stem>.png`` (predictions with score >= ``pred_score_thr``
         drawn on the image) and ``out_dir/preds/<stem>.json`` (every prediction: ``bboxes``
-        xyxy original pixels, ``scores``, ``labels``, ``label_names``) unless disabled or
+        xyxy original pixels, ``scores``, ``labels``, ``label_names``, and ``masks`` as COCO
+        RLEs for a mask model) unless disabled or
         ``out_dir`` is None; arrays are named by their position, ``00000000``.
 
         Returns:
@@ -119,17 +121,21 @@ class DetInferencer:
         """JSON-ready predictions of one image."""
         pred = sample.pred_instances
         labels = [int(v) for v in pred.labels.tolist()]
-        return dict(bboxes=[[float(v) for v in box] for box in pred.bboxes.tolist()],
-                    scores=[float(v) for v in pred.scores.tolist()], labels=labels,
-                    label_names=[self.class_name(v) for v in labels])
+        out = dict(bboxes=[[float(v) for v in box] for box in pred.bboxes.tolist()],
+                   scores=[float(v) for v in pred.scores.tolist()], labels=labels,
+                   label_names=[self.class_name(v) for v in labels])
+        if 'masks' in pred:  # instance segmentation: one COCO RLE per detection
+            out['masks'] = encode_masks(pred.masks.cpu().numpy())
+        return out
 
     def draw(self, image: ImageInput, sample: DetDataSample, score_thr: float) -> np.ndarray:
-        """The BGR image with the predictions scoring >= ``score_thr`` drawn on it."""
+        """The BGR image with the predictions scoring >= ``score_thr`` (and their masks, if
+        any) drawn on it."""
         img = image if isinstance(image, np.ndarray) else mmcv.imread(str(image))
         pred = sample.pred_instances[sample.pred_instances.scores >= score_thr]
         top = int(pred.labels.max()) + 1 if len(pred) else 0
         names = [self.class_name(i) for i in range(max(len(self.classes), top))]
-        return draw_boxes(img, pred.bboxes, pred.labels, names, scores=pred.scores)
+        return draw_instances(img, pred, names, scores=pred.scores)
 
     @staticmethod
     def _write(out_dir: str, stem: str, pred: dict, drawing: np.ndarray, no_save_vis: bool,
