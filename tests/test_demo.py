@@ -17,6 +17,7 @@ from codetr.datasets.synthetic import make_synthetic_dataset
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / 'tools' / 'misc' / 'run_demo.py'
 DEMO_CFG = ROOT / 'configs' / 'quickstart' / 'co_dino_r18_k2_quickstart_synthetic.py'
+MASK_CFG = ROOT / 'configs' / 'quickstart' / 'co_dino_r18_k2_mask_quickstart_synthetic.py'
 
 
 def load_run_demo():
@@ -60,14 +61,16 @@ def test_missing_dataset_says_how_to_make_it(tmp_path):
 
 
 def test_demo_trains_evaluates_draws_and_plots(tmp_path):
-    """One iteration of the K = 2 demo config on 4 tiny images: the AP line, the drawings
-    (ground truth | predictions, side by side), the curves and the checkpoint exist."""
+    """One iteration of the K = 2 demo config with its rcnn head given masks (the mask quick
+    start: the same model plus a mask branch) on 4 tiny images: the box and mask AP lines,
+    the drawings (ground truth | predictions, side by side), the curves and the checkpoint
+    exist."""
     data = tmp_path / 'data'
     make_synthetic_dataset(data, num_train=4, num_val=2, seed=0, min_size=96, max_size=128)
     work = tmp_path / 'work'
     env = dict(os.environ, OMP_NUM_THREADS='1')
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), '--config', str(DEMO_CFG), '--work-dir', str(work),
+        [sys.executable, str(SCRIPT), '--config', str(MASK_CFG), '--work-dir', str(work),
          '--data-root', str(data), '--num-images', '2',
          '--cfg-options', 'train_cfg.max_epochs=1', 'default_hooks.logger.interval=1'],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -76,6 +79,8 @@ def test_demo_trains_evaluates_draws_and_plots(tmp_path):
     match = re.search(r'Demo box AP (\d\.\d{3})  AP50 (\d\.\d{3})', out)
     assert match, out[-2000:]
     assert 0.0 <= float(match.group(1)) <= float(match.group(2)) <= 1.0
+    mask = re.search(r'Demo mask AP (\d\.\d{3})  AP50 (\d\.\d{3})', out)
+    assert mask and 0.0 <= float(mask.group(1)) <= float(mask.group(2)) <= 1.0
     assert 'Epoch(train) [1][1/1]' in out + proc.stderr  # the iteration line
     assert '2/2' in out  # the evaluation progress bar reached the end
     drawings = sorted((work / 'predictions').glob('*.png'))
@@ -124,8 +129,6 @@ def test_an_aux_head_changes_from_the_command_line():
     assert model.aux_heads['atss'].atss_cls.out_channels == 20  # one anchor per location
     assert model.lambda_2 == 1.0
 
-
-MASK_CFG = ROOT / 'configs' / 'quickstart' / 'co_dino_r18_k2_mask_quickstart_synthetic.py'
 
 
 def test_demo_prints_mask_ap_when_the_config_evaluates_segm():

@@ -99,6 +99,8 @@ def test_draw_masks_fills_the_mask_in_its_class_colour_only():
         assert (out[10, 5:25] == color.astype(np.uint8)).all()  # the outline
     with pytest.raises(ValueError, match='one label per mask'):
         draw_masks(img, mask, [1, 2])
+    with pytest.raises(ValueError, match='do not fit'):
+        draw_masks(img, mask[:, :30], [1])
 
 
 def test_visualizer_draws_predicted_masks(tmp_path):

@@ -71,7 +71,10 @@ def draw_masks(img_bgr: np.ndarray, masks, labels, alpha: float = MASK_ALPHA) ->
     img = np.ascontiguousarray(img_bgr, dtype=np.uint8).copy()
     if hasattr(masks, 'to_ndarray'):
         masks = masks.to_ndarray()
-    masks = to_numpy(masks).astype(bool).reshape(-1, *img.shape[:2])
+    masks = to_numpy(masks).astype(bool)
+    if masks.ndim != 3 or masks.shape[1:] != img.shape[:2]:
+        raise ValueError(f'masks of shape {masks.shape} do not fit the {img.shape[:2]} image; '
+                         f'give (N, H, W) masks in the pixels of the image they are drawn on.')
     labels = to_numpy(labels).reshape(-1).astype(np.int64)
     if len(masks) != len(labels):
         raise ValueError(f'{len(masks)} masks but {len(labels)} labels; give one label per mask.')

@@ -48,8 +48,10 @@ class DetDataPreprocessor(ImgDataPreprocessor):
         pad_size_divisor: pad H and W to multiples of this (32 for Swin / ResNet strides).
         pad_value: value of the padded area, in normalised units.
         bgr_to_rgb, rgb_to_bgr: swap channels before normalising.
-        pad_mask: pad each sample's ``gt_instances.masks`` to ``batch_input_shape`` (with
-            ``mask_pad_value``), as the images are; instance-segmentation configs set it.
+        pad_mask: in training, pad each sample's ``gt_instances.masks`` to
+            ``batch_input_shape`` (with ``mask_pad_value``), as the images are;
+            instance-segmentation configs set it. (Test pipelines load the GT masks at the
+            original image size, after ``Resize``; those are left alone.)
         mask_pad_value: value of the padded mask area.
         non_blocking: non-blocking host-to-device copies.
         batch_augments: configs of ``MODELS`` modules called as
@@ -79,7 +81,7 @@ class DetDataPreprocessor(ImgDataPreprocessor):
             for sample, pad_shape in zip(data_samples, pad_shapes):
                 sample.set_metainfo({'batch_input_shape': batch_input_shape,
                                      'pad_shape': pad_shape})
-            if self.pad_mask:
+            if self.pad_mask and training:  # test-time GT masks stay in original pixels
                 pad_gt_masks(data_samples, batch_input_shape, self.mask_pad_value)
         if training and self.batch_augments is not None:
             for augment in self.batch_augments:

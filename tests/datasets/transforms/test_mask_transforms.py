@@ -135,8 +135,12 @@ def test_data_preprocessor_pads_masks_with_the_batch():
             RECTS)
     plain = MODELS.build(dict(type='DetDataPreprocessor', pad_size_divisor=32))
     data = plain(dict(inputs=[batch[0]['inputs']],
-                      data_samples=[pack(results_with_masks('bitmap'))['data_samples']]))
+                      data_samples=[pack(results_with_masks('bitmap'))['data_samples']]),
+                 training=True)
     assert data['data_samples'][0].gt_instances.masks.height == H  # pad_mask off: untouched
+    data = pre(dict(inputs=[batch[0]['inputs']],
+                    data_samples=[pack(results_with_masks('bitmap'))['data_samples']]))
+    assert data['data_samples'][0].gt_instances.masks.height == H  # testing: untouched
 
 
 def test_coco_dataset_reads_polygons_and_crowd_rle(tmp_path):
