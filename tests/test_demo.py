@@ -105,7 +105,7 @@ def test_quickstart_variants_differ_only_in_their_aux_heads(variant, heads):
 
 
 def test_an_aux_head_changes_from_the_command_line():
-    """`--cfg-options model.aux_heads.atss.num_classes=20` style overrides reach the heads."""
+    """`--cfg-options model.num_classes=20` reaches every head, nested RoI head included."""
     from mmengine.config import DictAction
 
     from codetr.registry import MODELS
@@ -113,13 +113,14 @@ def test_an_aux_head_changes_from_the_command_line():
     cfg = Config.fromfile(DEMO_CFG)
     action = DictAction(option_strings=['--cfg-options'], dest='cfg_options')
     options = {}
-    for item in ('model.query_head.num_classes=20', 'model.aux_heads.atss.num_classes=20',
-                 'model.aux_heads.rcnn.roi.bbox_head.num_classes=20', 'model.lambda_2=1.0'):
+    for item in ('model.num_classes=20', 'model.lambda_2=1.0'):
         key, value = item.split('=')
         options[key] = action._parse_iterable(value)
     cfg.merge_from_dict(options)
     model = MODELS.build(cfg.model)
+    assert model.query_head.num_classes == 20
     assert model.aux_heads['atss'].num_classes == 20
     assert model.aux_heads['rcnn'].num_classes == 20
+    assert model.aux_heads['rcnn'].roi_head.bbox_head.fc_cls.out_features == 21
     assert model.aux_heads['atss'].atss_cls.out_channels == 20  # one anchor per location
     assert model.lambda_2 == 1.0

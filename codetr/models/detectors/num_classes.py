@@ -1,0 +1,103 @@
+"""One class count for every head of a detector.
+
+``CoDETR(num_classes=N)`` gives ``N`` to every head config that does not set its own: the
+query head and each aux head, including class counts nested inside a head's config (the
+RoI box head of ``CoRPNRoIHead``). A head's own value that differs is an error naming both
+heads and both values, since heads that predict different class sets cannot share labels.
+Without ``model.num_classes`` the query head's value is the reference.
+
+Which config keys of a head hold a class count:
+
+- the dotted paths in the head class's ``num_classes_keys`` attribute, if it has one
+  (``CoRPNRoIHead.num_classes_keys = ('roi.bbox_head.num_classes',)``);
+- otherwise ``num_classes`` when the head's ``__init__`` takes it (every dense head);
+- and in any case ``num_classes`` when the config sets it (so it is checked).
+
+A class-agnostic head (no such key) is left alone.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Mapping
+
+from codetr.registry import MODELS
+
+
+def class_count_keys(cfg: Mapping) -> list[str]:
+    """Dotted config paths of ``cfg`` (a head config with ``type``) that hold class counts."""
+    head_cls = cfg['type'] if isinstance(cfg['type'], type) else MODELS.get(cfg['type'])
+    declared = getattr(head_cls, 'num_classes_keys', None)
+    if declared is not None:
+        keys = list(declared)
+    elif 'num_classes' in inspect.signature(head_cls.__init__).parameters:
+        keys = ['num_classes']
+    else:
+        keys = []
+    if 'num_classes' in cfg and 'num_classes' not in keys:
+        keys.append('num_classes')
+    return keys
+
+
+def _get(cfg: Mapping, path: str) -> object:
+    node: object = cfg
+    for part in path.split('.'):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _set(cfg: dict, path: str, value: int) -> None:
+    *parents, last = path.split('.')
+    node = cfg
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def fill_num_classes(num_classes: int | None, query_head: Mapping,
+                     aux_heads: Mapping[str, Mapping]) -> tuple[dict, dict, int]:
+    """Copies of the head configs with every class count set to one value.
+
+    Args:
+        num_classes: ``model.num_classes``, or None to take the query head's.
+        query_head: the one-to-one head's config.
+        aux_heads: ``{name: config}`` of the aux heads.
+
+    Returns:
+        ``(query_head, aux_heads, num_classes)``.
+
+    Raises:
+        ValueError: no class count anywhere, or a head's own count that differs from the
+            reference, naming both heads (config paths and types) and both values.
+    """
+    heads = {'model.query_head': copy.deepcopy(dict(query_head))}
+    heads.update({f'model.aux_heads.{name}': copy.deepcopy(dict(cfg))
+                  for name, cfg in aux_heads.items()})
+    if num_classes is not None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f'model.num_classes must be a positive integer, got '
+                             f'{num_classes!r}.')
+        reference = 'model.num_classes'
+    else:
+        num_classes = _get(heads['model.query_head'], 'num_classes')
+        if num_classes is None:
+            raise ValueError('set model.num_classes to the number of classes of your dataset '
+                             '(every head takes it); the query head has no num_classes '
+                             'either.')
+        reference = f'model.query_head.num_classes ({query_head["type"]})'
+    for prefix, cfg in heads.items():
+        for key in class_count_keys(cfg):
+            value = _get(cfg, key)
+            if value is None:
+                _set(cfg, key, num_classes)
+            elif value != num_classes:
+                raise ValueError(
+                    f'{prefix}.{key}={value!r} ({cfg["type"]}) differs from {reference}='
+                    f'{num_classes}: every head must predict the same classes. Set '
+                    f'model.num_classes once and remove the heads\' own num_classes (or give '
+                    f'them the same number).')
+    query_head = heads.pop('model.query_head')
+    aux = {name: heads[f'model.aux_heads.{name}'] for name in aux_heads}
+    return query_head, aux, num_classes
