@@ -77,7 +77,7 @@ def test_demo_trains_evaluates_draws_and_plots(tmp_path):
     assert match, out[-2000:]
     assert 0.0 <= float(match.group(1)) <= float(match.group(2)) <= 1.0
     assert 'Epoch(train) [1][1/1]' in out + proc.stderr  # the iteration line
-    assert '2/2' in out  # the evaluation progress bar reached the end
+    assert 'test: 2/2 images' in proc.stderr  # the evaluation progress reached the end
     drawings = sorted((work / 'predictions').glob('*.png'))
     assert len(drawings) == 2
     for path in drawings:

@@ -5,7 +5,8 @@ import contextlib
 import io
 import json
 import os.path as osp
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,9 @@ from mmengine.fileio import get_local_path
 from mmengine.logging import MMLogger
 from terminaltables import AsciiTable
 
+from codetr.datasets.validation import repeated_ids
 from codetr.registry import METRICS
+from codetr.utils.progress import Progress
 
 from .coco_format import (
     check_img_ids,
@@ -100,6 +103,8 @@ class CocoMetric(BaseMetric):
         self.sort_categories = sort_categories
         self.ann_file = ann_file
         self._coco_gt = load_coco(backend, ann_file) if ann_file is not None else None
+        if self._coco_gt is not None:
+            check_unique_ids(self._coco_gt.dataset, ann_file)
 
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
         """Keep each image's predictions (numpy) and, without ``ann_file``, its GT."""
@@ -162,9 +167,10 @@ class CocoMetric(BaseMetric):
             coco_eval.params.maxDets = self.proposal_nums
         summary = io.StringIO()
         with contextlib.redirect_stdout(summary):
-            coco_eval.evaluate()
-            coco_eval.accumulate()
-            coco_eval.summarize()
+            seconds = run_stages(coco_eval, f'COCO {metric}',
+                                 count_calls=self.backend == 'pycocotools')
+        logger.info(f'COCO {metric} evaluation of {len(set(img_ids))} images: '
+                    + ', '.join(f'{stage} {t:.1f} s' for stage, t in seconds.items()))
         logger.info(f'Evaluating {metric}:\n{summary.getvalue()}')
         stats = np.asarray(coco_eval.stats, dtype=np.float64)
         # 'proposal' reads AR@maxDets[0..2] at stats 6..8 and AR s/m/l at stats 9..11.
@@ -198,6 +204,58 @@ class CocoMetric(BaseMetric):
         table = AsciiTable(rows)
         table.inner_footing_row_border = False
         return table.table
+
+
+def check_unique_ids(dataset: dict, ann_file: str) -> None:
+    """Repeated image or annotation ids make pycocotools score the wrong boxes (its index
+    keeps one record per id): raise naming them."""
+    for key, what in (('images', 'image'), ('annotations', 'annotation')):
+        repeats = sorted(set(repeated_ids(r['id'] for r in dataset.get(key, []) if 'id' in r)))
+        if repeats:
+            raise ValueError(f'{ann_file} repeats {what} ids {repeats[:5]}'
+                             + (f' and {len(repeats) - 5} more' if len(repeats) > 5 else '')
+                             + f'; COCO evaluation keeps one record per id and would score '
+                             f'the wrong boxes: give every {what} its own id.')
+
+
+def _counting(method: Callable, progress: Progress, every: int) -> Callable:
+    """``method`` that advances ``progress`` by ``every`` after each ``every`` calls."""
+    calls = 0
+
+    def counted(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls % every == 0:
+            progress.update(every)
+        return method(*args)
+    return counted
+
+
+def run_stages(coco_eval: Any, desc: str, count_calls: bool) -> dict[str, float]:
+    """``evaluate``, ``accumulate`` and ``summarize`` of a COCOeval; returns their seconds.
+
+    pycocotools' ``evaluate`` runs in Python, one ``computeIoU`` per (image, category) and
+    one ``evaluateImg`` per (category, area range, image): with ``count_calls`` counting
+    those calls drives a progress bar over it. faster-coco-eval matches in C++ (it skips
+    empty pairs), so it gets the timed stages only.
+    """
+    params = coco_eval.params
+    num_img = len(set(params.imgIds))
+    num_cat = len(set(params.catIds)) if params.useCats else 1
+    seconds: dict[str, float] = {}
+    progress = None
+    if count_calls:
+        total = num_img * num_cat * (1 + len(params.areaRng))
+        progress = Progress(total, desc, unit='evals')
+        coco_eval.computeIoU = _counting(coco_eval.computeIoU, progress, max(num_img, 1))
+        coco_eval.evaluateImg = _counting(coco_eval.evaluateImg, progress, max(num_img, 1))
+    for stage in ('evaluate', 'accumulate', 'summarize'):
+        start = time.perf_counter()
+        getattr(coco_eval, stage)()
+        seconds[stage] = time.perf_counter() - start
+        if stage == 'evaluate' and progress is not None:
+            progress.close()
+    return seconds
 
 
 def _mean_valid(values: np.ndarray) -> str:

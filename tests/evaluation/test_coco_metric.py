@@ -182,3 +182,37 @@ def test_unknown_image_and_missing_meta_raise(two_box_ann):
     metric.process({}, [sample(1, [[0, 0, 1, 1]], [1.], [0])])
     with pytest.raises(KeyError, match='dataset_meta'):
         metric.evaluate(1)
+
+
+@pytest.mark.parametrize('backend', ['pycocotools', 'faster_coco_eval'])
+def test_evaluation_reports_progress_and_stage_times(two_box_ann, backend, capsys):
+    logger = MMLogger.get_instance(f'test_stage_times_{backend}')
+    messages = []
+    original = logger.info
+    logger.info = lambda msg, *a, **k: messages.append(str(msg))
+    try:
+        run(CocoMetric(ann_file=two_box_ann, backend=backend),
+            [sample(1, [[0, 0, 10, 10]], [0.9], [0])], ('a', 'b'))
+    finally:
+        logger.info = original
+    line = next(m for m in messages if m.startswith('COCO bbox evaluation of 1 images:'))
+    assert [part.split()[0] for part in line.split(': ', 1)[1].split(', ')] == [
+        'evaluate', 'accumulate', 'summarize']
+    err = capsys.readouterr().err
+    if backend == 'pycocotools':  # 1 image x 2 categories x (IoU + 4 area ranges)
+        assert 'COCO bbox: 10/10 evals [' in err and '100%' in err
+    else:
+        assert 'evals' not in err
+
+
+def test_repeated_ids_in_the_ground_truth_raise(tmp_path):
+    gt = coco_dict({1: [([0, 0, 10, 10], 1), ([20, 20, 30, 30], 1)]}, [(1, 'a')])
+    gt['annotations'][1]['id'] = 1
+    path = write_json(gt, tmp_path / 'gt.json')
+    with pytest.raises(ValueError, match=r'gt.json repeats annotation ids \[1\]; COCO '
+                                         r'evaluation keeps one record per id'):
+        CocoMetric(ann_file=path)
+    gt = coco_dict({1: [], 2: []}, [(1, 'a')])
+    gt['images'][1]['id'] = 1
+    with pytest.raises(ValueError, match=r'repeats image ids \[1\]'):
+        CocoMetric(ann_file=write_json(gt, tmp_path / 'gt2.json'))
