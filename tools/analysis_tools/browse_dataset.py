@@ -22,6 +22,7 @@ from mmengine.config import Config, DictAction
 
 from codetr.registry import DATASETS
 from codetr.utils import register_all_modules
+from codetr.utils.progress import track
 from codetr.visualization import draw_boxes
 
 PHASES = ('train', 'val', 'test')
@@ -63,7 +64,7 @@ def browse(dataset, output_dir: str, max_images: int) -> list[str]:
     os.makedirs(output_dir, exist_ok=True)
     classes = tuple(dataset.metainfo['classes'])
     paths = []
-    for index in range(min(max_images, len(dataset))):
+    for index in track(range(min(max_images, len(dataset))), 'browse', unit='images'):
         item = dataset[index]
         img_path = item['data_samples'].metainfo.get('img_path', f'{index}')
         stem = osp.splitext(osp.basename(img_path))[0]
