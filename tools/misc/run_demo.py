@@ -35,6 +35,7 @@ from mmengine.runner import Runner
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO_ROOT)  # for tools.analysis_tools when run as a script
 
+from codetr.visualization.training_curves import branch_of  # noqa: E402
 from tools.analysis_tools.analyze_logs import load_log, plt  # noqa: E402
 
 DEFAULT_CONFIG = 'configs/quickstart/co_dino_r18_k2_quickstart_synthetic.py'
@@ -115,20 +116,6 @@ def draw_predictions(runner: Runner, out_dir: str, num_images: int,
                 cv2.imwrite(path, np.concatenate([left, gap, right], axis=1))
                 paths.append(path)
     return paths
-
-
-def branch_of(key: str) -> str | None:
-    """The branch a logged loss belongs to: ``'total'``, ``'one-to-one'`` (main head: every
-    decoder layer, encoder and denoising terms), ``'<name> head'`` (aux head losses) or
-    ``'<name> queries'`` (its positive queries); None for anything else."""
-    if key == 'loss':
-        return 'total'
-    if 'loss' not in key:
-        return None
-    parts = key.split('.')
-    if len(parts) == 1 or (parts[0][0] == 'd' and parts[0][1:].isdigit()):
-        return 'one-to-one'
-    return f'{parts[0]} queries' if parts[1] == 'pos' else f'{parts[0]} head'
 
 
 def plot_curves(scalars_path: str, out: str) -> str:
