@@ -157,8 +157,10 @@ def test_test_tool_end_to_end(config, tmp_path):
     runner = RUNNERS.build(Config(toy_config(str(tmp_path / 'train'), max_epochs=1)))
     runner.train()
     expected = runner.test()
-    _run_tool('tools/test.py', config, str(tmp_path / 'train' / 'epoch_1.pth'), '--work-dir',
-              str(tmp_path / 'test'))
+    result = _run_tool('tools/test.py', config, str(tmp_path / 'train' / 'epoch_1.pth'),
+                       '--work-dir', str(tmp_path / 'test'),
+                       '--cfg-options', 'default_hooks.progress.type=EvalProgressHook')
+    assert 'test: 8/8 images [' in result.stderr  # the default runtime's progress hook
     log = next((tmp_path / 'test').glob('*/*.json'))
     metrics = json.loads(log.read_text().strip().splitlines()[-1])
     assert metrics['toy/count'] == 8.0
