@@ -71,14 +71,33 @@ class _NestedHead(nn.Module):
     num_classes_keys = ('mask.num_classes', 'box.num_classes')
 
 
-def test_which_keys_hold_a_class_count():
+class _DistributingHead(_NestedHead):
+    """Takes num_classes itself (and hands it to its parts), like a Mask R-CNN head."""
+
+    def __init__(self, num_classes: int | None = None, **kwargs) -> None:
+        super().__init__()
+
+
+def test_which_keys_receive_a_class_count():
     assert class_count_keys(dict(type=_AgnosticHead)) == []
     assert class_count_keys(dict(type=_KwargsHead)) == []
-    assert class_count_keys(dict(type=_KwargsHead, num_classes=3)) == ['num_classes']
     assert class_count_keys(dict(type=_NestedHead)) == ['mask.num_classes', 'box.num_classes']
+    assert class_count_keys(dict(type=_DistributingHead)) == ['num_classes']
     assert class_count_keys(dict(type='CoFCOSHead')) == ['num_classes']
-    _, aux, _ = fill_num_classes(4, dict(type='CoDINOHead'), dict(n=dict(type=_NestedHead)))
+    assert class_count_keys(dict(type='CoRPNRoIHead')) == ['roi.bbox_head.num_classes']
+    aux = dict(n=dict(type=_NestedHead), d=dict(type=_DistributingHead),
+               k=dict(type=_KwargsHead), a=dict(type=_AgnosticHead))
+    _, aux, _ = fill_num_classes(4, dict(type='CoDINOHead'), aux)
     assert aux['n'] == dict(type=_NestedHead, mask=dict(num_classes=4), box=dict(num_classes=4))
+    assert aux['d'] == dict(type=_DistributingHead, num_classes=4)
+    assert aux['k'] == dict(type=_KwargsHead) and aux['a'] == dict(type=_AgnosticHead)
+
+
+def test_set_values_are_checked_even_where_nothing_is_filled():
+    for head in (dict(type=_KwargsHead, num_classes=3),
+                 dict(type=_DistributingHead, box=dict(num_classes=3))):
+        with pytest.raises(ValueError, match='=3 .* differs from model.num_classes=4'):
+            fill_num_classes(4, dict(type='CoDINOHead'), dict(h=head))
 
 
 def test_config_sets_the_count_once_and_a_conflicting_override_fails_at_build():

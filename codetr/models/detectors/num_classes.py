@@ -6,14 +6,15 @@ RoI box head of ``CoRPNRoIHead``). A head's own value that differs is an error n
 heads and both values, since heads that predict different class sets cannot share labels.
 Without ``model.num_classes`` the query head's value is the reference.
 
-Which config keys of a head hold a class count:
+Which config keys of a head receive the class count:
 
-- the dotted paths in the head class's ``num_classes_keys`` attribute, if it has one
-  (``CoRPNRoIHead.num_classes_keys = ('roi.bbox_head.num_classes',)``);
-- otherwise ``num_classes`` when the head's ``__init__`` takes it (every dense head);
-- and in any case ``num_classes`` when the config sets it (so it is checked).
+- ``num_classes`` when the head's ``__init__`` takes it (every dense head, and heads that
+  hand it on to their own parts);
+- otherwise the dotted paths in the head class's ``num_classes_keys`` attribute
+  (``CoRPNRoIHead.num_classes_keys = ('roi.bbox_head.num_classes',)``).
 
-A class-agnostic head (no such key) is left alone.
+Both kinds, and ``num_classes`` itself, are checked wherever the config sets them. A
+class-agnostic head (no such key) is left alone.
 """
 from __future__ import annotations
 
@@ -24,19 +25,24 @@ from collections.abc import Mapping
 from codetr.registry import MODELS
 
 
+def _head_class(cfg: Mapping) -> type:
+    return cfg['type'] if isinstance(cfg['type'], type) else MODELS.get(cfg['type'])
+
+
 def class_count_keys(cfg: Mapping) -> list[str]:
-    """Dotted config paths of ``cfg`` (a head config with ``type``) that hold class counts."""
-    head_cls = cfg['type'] if isinstance(cfg['type'], type) else MODELS.get(cfg['type'])
-    declared = getattr(head_cls, 'num_classes_keys', None)
-    if declared is not None:
-        keys = list(declared)
-    elif 'num_classes' in inspect.signature(head_cls.__init__).parameters:
-        keys = ['num_classes']
-    else:
-        keys = []
-    if 'num_classes' in cfg and 'num_classes' not in keys:
-        keys.append('num_classes')
-    return keys
+    """Dotted config paths of a head config (with ``type``) that receive the class count."""
+    head_cls = _head_class(cfg)
+    if 'num_classes' in inspect.signature(head_cls.__init__).parameters:
+        return ['num_classes']
+    return list(getattr(head_cls, 'num_classes_keys', ()))
+
+
+def checked_keys(cfg: Mapping) -> list[str]:
+    """The keys of :func:`class_count_keys`, then every other class-count key the config
+    sets (a head's declared nested keys, or a ``num_classes`` its ``__init__`` hides)."""
+    keys = class_count_keys(cfg)
+    others = [*getattr(_head_class(cfg), 'num_classes_keys', ()), 'num_classes']
+    return keys + [k for k in dict.fromkeys(others) if k not in keys and _get(cfg, k) is not None]
 
 
 def _get(cfg: Mapping, path: str) -> object:
@@ -88,7 +94,7 @@ def fill_num_classes(num_classes: int | None, query_head: Mapping,
                              'either.')
         reference = f'model.query_head.num_classes ({query_head["type"]})'
     for prefix, cfg in heads.items():
-        for key in class_count_keys(cfg):
+        for key in checked_keys(cfg):
             value = _get(cfg, key)
             if value is None:
                 _set(cfg, key, num_classes)
