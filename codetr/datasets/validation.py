@@ -143,7 +143,7 @@ def read_annotation_json(ann_file: str, backend_args: dict | None = None) -> dic
         raise FileNotFoundError(f'annotation file {ann_file!r} not found; check ann_file and '
                                 f'data_root in the dataset config.')
     with fileio.get_local_path(ann_file, backend_args=backend_args) as path:
-        with open(path, encoding='utf-8') as f:
+        with open(path, encoding='utf-8-sig') as f:  # a byte-order mark is harmless
             try:
                 raw = json.load(f)
             except json.JSONDecodeError as err:
