@@ -2,8 +2,10 @@
 
 Example::
 
-    python tools/analysis_tools/browse_dataset.py configs/quickstart/xxx.py \\
-        --output-dir work_dirs/browse --max-images 20 --phase train
+    codetr-browse quickstart/xxx.py --output-dir work_dirs/browse --max-images 20 --phase train
+
+``tools/analysis_tools/browse_dataset.py`` in a clone is the same command. CONFIG is a file,
+a path under the configs folder or a short name (:func:`codetr.utils.resolve_config`).
 
 Boxes are drawn on the image the model would receive (after flips, resizes and crops), so
 a box off its object points at a transform or annotation bug. Images are named
@@ -20,16 +22,18 @@ import cv2
 import numpy as np
 from mmengine.config import Config, DictAction
 
+from codetr.cli.utils import CONFIG_HELP, command_name, load_config
 from codetr.registry import DATASETS
 from codetr.utils import register_all_modules
 from codetr.visualization import draw_boxes
 
 PHASES = ('train', 'val', 'test')
+PROG = command_name('codetr-browse', 'tools/analysis_tools/browse_dataset.py')
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config', help='config file')
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument('config', help=CONFIG_HELP)
     parser.add_argument('--output-dir', required=True, help='folder for the PNG files')
     parser.add_argument('--max-images', type=int, default=50, help='samples to draw')
     parser.add_argument('--phase', choices=PHASES, default='train',
@@ -77,7 +81,7 @@ def browse(dataset, output_dir: str, max_images: int) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     register_all_modules()
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config, PROG)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     paths = browse(build_dataset(cfg, args.phase), args.output_dir, args.max_images)

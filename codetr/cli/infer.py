@@ -1,11 +1,13 @@
 """Detect objects in images and save the drawn predictions and their JSON.
 
-    python demo/image_demo.py IMAGES CONFIG --weights CKPT [--out-dir outputs]
-                              [--device cpu] [--pred-score-thr 0.3] [--batch-size 1]
+    codetr-infer IMAGES CONFIG --weights CKPT [--out-dir outputs]
+                 [--device cpu] [--pred-score-thr 0.3] [--batch-size 1]
 
-IMAGES is an image file, a folder of images or a glob pattern (quote it). Writes
+``demo/image_demo.py`` in a clone is the same command. IMAGES is an image file, a folder of
+images or a glob pattern (quote it); CONFIG a file, a path under the configs folder or a
+short name (:func:`codetr.utils.resolve_config`). Writes
 ``OUT_DIR/vis/<name>.png`` and ``OUT_DIR/preds/<name>.json``; class names come from the
-checkpoint's metadata (saved by ``tools/train.py``).
+checkpoint's metadata (saved by ``codetr-train``).
 """
 from __future__ import annotations
 
@@ -13,11 +15,16 @@ import argparse
 
 from mmengine.config import DictAction
 
+from codetr.cli.utils import CONFIG_HELP, add_cwd_to_sys_path, command_name, fail
+from codetr.utils.config_path import AmbiguousConfigError, resolve_config
+
+PROG = command_name('codetr-infer', 'demo/image_demo.py')
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='codetr image demo')
+    parser = argparse.ArgumentParser(prog=PROG, description='codetr image demo')
     parser.add_argument('inputs', help='an image file, a folder of images or a glob pattern')
-    parser.add_argument('model', help='config file')
+    parser.add_argument('model', help=CONFIG_HELP)
     parser.add_argument('--weights', help='checkpoint file (without it: untrained weights)')
     parser.add_argument('--out-dir', default='outputs', help='where vis/ and preds/ go')
     parser.add_argument('--device', default='cpu', help="e.g. 'cpu' or 'cuda:0'")
@@ -37,14 +44,16 @@ def main(argv: list[str] | None = None) -> None:
     from codetr.apis import DetInferencer
     from codetr.engine.checkpoint import CheckpointError
 
+    add_cwd_to_sys_path()
     try:
-        inferencer = DetInferencer(args.model, args.weights, device=args.device,
+        config = resolve_config(args.model)
+        inferencer = DetInferencer(config, args.weights, device=args.device,
                                    cfg_options=args.cfg_options)
         results = inferencer(args.inputs, out_dir=args.out_dir,
                              pred_score_thr=args.pred_score_thr, batch_size=args.batch_size,
                              no_save_vis=args.no_save_vis, no_save_pred=args.no_save_pred)
-    except (CheckpointError, FileNotFoundError) as err:
-        raise SystemExit(f'demo/image_demo.py: error: {err}') from err
+    except (CheckpointError, FileNotFoundError, AmbiguousConfigError) as err:
+        fail(PROG, str(err))
     print(f'{len(results["predictions"])} image(s); results in {args.out_dir}/')
 
 

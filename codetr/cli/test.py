@@ -1,6 +1,8 @@
-"""Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [options]``.
+"""Evaluate a checkpoint: ``codetr-test CONFIG CHECKPOINT [options]``.
 
-The flags are MMDetection's. ``--out`` adds a ``DumpDetResults`` metric, ``--show-dir``
+``tools/test.py`` in a clone is the same command. CONFIG is a file, a path under the
+configs folder or a short name (:func:`codetr.utils.resolve_config`). The flags are
+MMDetection's. ``--out`` adds a ``DumpDetResults`` metric, ``--show-dir``
 turns on the ``DetVisualizationHook`` of ``default_hooks``, ``--tta`` wraps the model in
 ``cfg.tta_model`` and tests with ``cfg.tta_pipeline``. Distributed testing goes through
 ``tools/dist_test.sh`` or ``tools/slurm_test.sh``.
@@ -14,13 +16,17 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
+from codetr.cli.utils import CONFIG_HELP, command_name, fail, load_config
+
 WORK_DIRS = './work_dirs'
 OUT_SUFFIXES = ('.pkl', '.pickle', '.json')
+PROG = command_name('codetr-test', 'tools/test.py')
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Test (and evaluate) a codetr detector')
-    parser.add_argument('config', help='config file path')
+    parser = argparse.ArgumentParser(prog=PROG,
+                                     description='Test (and evaluate) a codetr detector')
+    parser.add_argument('config', help=CONFIG_HELP)
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='where the evaluation logs go')
     parser.add_argument('--out', help='dump predictions to a .pkl or .json file')
@@ -40,14 +46,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _fail(message: str) -> None:
-    raise SystemExit(f'tools/test.py: error: {message}')
+    fail(PROG, message)
 
 
 def build_cfg(args: argparse.Namespace) -> Config:
     """The config after applying the command-line flags (no Runner built)."""
     from codetr.engine import adapt_cfg_to_device
 
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config, PROG)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -113,6 +119,7 @@ def _add_dump_metric(cfg: Config, out: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Evaluate and return the metrics (``codetr-test`` runs :func:`cli`, which returns 0)."""
     from codetr.engine import shutdown_distributed
     from codetr.registry import RUNNERS
     from codetr.utils import register_all_modules
@@ -126,5 +133,12 @@ def main(argv: list[str] | None = None) -> dict:
         shutdown_distributed()
 
 
-if __name__ == '__main__':
+def cli() -> int:
+    """The ``codetr-test`` entry point: a console script exits with its return value, so
+    the metrics dict of :func:`main` (printed in the log) is not returned."""
     main()
+    return 0
+
+
+if __name__ == '__main__':
+    cli()

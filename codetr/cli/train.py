@@ -1,6 +1,8 @@
-"""Train a detector from a config: ``python tools/train.py CONFIG [options]``.
+"""Train a detector from a config: ``codetr-train CONFIG [options]``.
 
-The flags are MMDetection's. Distributed runs go through ``tools/dist_train.sh`` (torchrun,
+``tools/train.py`` in a clone is the same command. CONFIG is a file, a path under the
+configs folder or a short name (:func:`codetr.utils.resolve_config`). The flags are
+MMDetection's. Distributed runs go through ``tools/dist_train.sh`` (torchrun,
 ``--launcher pytorch``) or ``tools/slurm_train.sh``; without CUDA they use the gloo backend
 and DDP without device ids.
 
@@ -19,12 +21,15 @@ import torch
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
+from codetr.cli.utils import CONFIG_HELP, command_name, fail, load_config
+
 WORK_DIRS = './work_dirs'
+PROG = command_name('codetr-train', 'tools/train.py')
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Train a codetr detector')
-    parser.add_argument('config', help='config file path')
+    parser = argparse.ArgumentParser(prog=PROG, description='Train a codetr detector')
+    parser.add_argument('config', help=CONFIG_HELP)
     parser.add_argument('--work-dir', help='where logs and checkpoints go '
                         f'(default: the config\'s work_dir, else {WORK_DIRS}/<config name>)')
     parser.add_argument('--amp', action='store_true', help='mixed precision training')
@@ -45,14 +50,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _fail(message: str) -> None:
-    raise SystemExit(f'tools/train.py: error: {message}')
+    fail(PROG, message)
 
 
 def build_cfg(args: argparse.Namespace) -> Config:
     """The config after applying the command-line flags (no Runner built)."""
     from codetr.engine import adapt_cfg_to_device
 
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config, PROG)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)

@@ -1,0 +1,18 @@
+"""Train a detector from a config: ``python tools/train.py CONFIG [options]``.
+
+The same command as ``codetr-train``; the implementation and the flags are in
+:mod:`codetr.cli.train`. This clone's ``codetr`` is put first on ``sys.path``.
+"""
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from codetr.cli.train import build_cfg, main, parse_args  # noqa: E402
+
+__all__ = ['build_cfg', 'main', 'parse_args']
+
+if __name__ == '__main__':
+    main()
