@@ -41,6 +41,11 @@ def test_train_and_test_take_short_names(tmp_path, monkeypatch):
     assert cfg.load_from == 'ckpt.pth' and cfg.model.query_head.num_queries == 30
 
 
+def test_print_config_takes_short_names(capsys):
+    text = _load_script('tools/misc/print_config.py').main([QUICKSTART])
+    assert 'num_queries=30' in text and text in capsys.readouterr().out
+
+
 def test_unknown_config_exits_with_the_closest_names(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit, match=r'error: Config .* Did you mean: '
