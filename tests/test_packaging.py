@@ -102,7 +102,8 @@ def _fresh_venv(path: Path) -> Path:
     site = subprocess.run([str(python), '-c', 'import sysconfig; '
                            'print(sysconfig.get_paths()["purelib"])'], check=True,
                           capture_output=True, text=True).stdout.strip()
-    (Path(site) / 'test_venv_packages.pth').write_text(sysconfig.get_paths()['purelib'] + '\n')
+    paths = dict.fromkeys(sysconfig.get_paths()[k] for k in ('purelib', 'platlib'))
+    (Path(site) / 'test_venv_packages.pth').write_text(''.join(f'{p}\n' for p in paths))
     (Path(site) / 'no_pkg_resources.pth').write_text(
         "import sys; sys.modules['pkg_resources'] = None\n")
     return python
