@@ -1,13 +1,22 @@
-"""Converters from official Co-DETR checkpoints to codetr's parameter names."""
+"""Converters from official Co-DETR checkpoints (and Swin layouts) to codetr's parameter names."""
+from .errors import CheckpointConversionError
 from .hook import OfficialCheckpointHook
 from .official import (
     AUX_PREFIXES,
-    CheckpointConversionError,
     convert_official,
     drop_aux,
     is_official_layout,
     official_head_order,
 )
+from .swin import (
+    codetr_to_mmdet,
+    detect_swin_layout,
+    load_swin_checkpoint,
+    swin_needs_conversion,
+    swin_to_codetr,
+)
 
 __all__ = ['AUX_PREFIXES', 'CheckpointConversionError', 'OfficialCheckpointHook',
-           'convert_official', 'drop_aux', 'is_official_layout', 'official_head_order']
+           'codetr_to_mmdet', 'convert_official', 'detect_swin_layout', 'drop_aux',
+           'is_official_layout', 'load_swin_checkpoint', 'official_head_order',
+           'swin_needs_conversion', 'swin_to_codetr']

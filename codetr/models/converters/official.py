@@ -22,6 +22,10 @@ official key                                   codetr key
 (one-stage) heads after them, each group in the model's ``aux_heads`` order; an aux head's
 kind is its ``eval_kind`` class attribute. A checkpoint saved by a DDP wrapper (``module.``
 prefix) is accepted.
+
+A Swin backbone (``backbone.*``) in MMDetection's or timm's layout, or carrying the buffers
+and classifier keys of the official release, goes through ``converters.swin.swin_to_codetr``
+(``codetr/models/converters/swin.py`` has its table); other backbones keep their names.
 """
 from __future__ import annotations
 
@@ -31,6 +35,9 @@ from collections.abc import Mapping, Sequence
 
 from mmengine.logging import print_log
 from torch import Tensor, nn
+
+from .errors import CheckpointConversionError
+from .swin import swin_needs_conversion, swin_to_codetr
 
 # Official parameter families of the positive-query projections (CoDinoTransformer /
 # CoDeformableDetrTransformer) -> the parameter's name inside a PositiveQueryGenerator.
@@ -51,10 +58,6 @@ OFFICIAL_AUX_PREFIXES = ('rpn_head.', 'roi_head.', 'bbox_head.', 'query_head.dow
                          _HEAD_POS_EMBED)
 
 
-class CheckpointConversionError(ValueError):
-    """An official checkpoint that does not fit the model (unmatched keys or shapes)."""
-
-
 def official_head_order(model: nn.Module) -> list[str]:
     """The model's aux head names in official index order: two-stage heads, then the rest."""
     heads = getattr(model, 'aux_heads', None) or {}
@@ -63,12 +66,18 @@ def official_head_order(model: nn.Module) -> list[str]:
     return two_stage + [n for n in names if n not in two_stage]
 
 
+def _backbone_part(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {k.removeprefix('module.').removeprefix('backbone.'): v
+            for k, v in state_dict.items() if k.removeprefix('module.').startswith('backbone.')}
+
+
 def is_official_layout(state_dict: Mapping[str, Tensor]) -> bool:
-    """True if ``state_dict`` has the official aux / adapter keys and none of codetr's."""
+    """True if ``state_dict`` has the official aux / adapter keys and none of codetr's, or a
+    Swin backbone that needs renaming (MMDetection / timm layout, official buffers)."""
     keys = [k.removeprefix('module.') for k in state_dict]
     official = any(k.startswith(OFFICIAL_AUX_PREFIXES) for k in keys)
     ours = any(k.startswith(AUX_PREFIXES) for k in keys)
-    return official and not ours
+    return (official and not ours) or swin_needs_conversion(_backbone_part(state_dict))
 
 
 def _name_maps(model: nn.Module, aux_head_order: Sequence[str] | None
@@ -146,6 +155,19 @@ def _check(converted: dict[str, Tensor], sources: dict[str, str], dropped: list[
     return {k: v for k, v in converted.items() if k in target}
 
 
+def _convert_swin_backbone(state_dict: Mapping[str, Tensor], model: nn.Module
+                           ) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The ``backbone.*`` part renamed by the Swin map, or nothing if it needs no renaming."""
+    part = _backbone_part(state_dict)
+    if not swin_needs_conversion(part):
+        return {}, {}
+    backbone = getattr(model, 'backbone', None)
+    target = backbone.state_dict() if backbone is not None else None
+    swin, sources, _ = swin_to_codetr(part, target=target)
+    return ({f'backbone.{k}': v for k, v in swin.items()},
+            {f'backbone.{k}': f'backbone.{v}' for k, v in sources.items()})
+
+
 def convert_official(state_dict: Mapping[str, Tensor], model: nn.Module,
                      aux_head_order: Sequence[str] | None = None,
                      strict: bool = True) -> dict[str, Tensor]:
@@ -172,11 +194,13 @@ def convert_official(state_dict: Mapping[str, Tensor], model: nn.Module,
             ``aux_head_order``, or (strict) unmatched keys.
     """
     order, two_stage, one_stage = _name_maps(model, aux_head_order)
-    converted: dict[str, Tensor] = {}
-    sources: dict[str, str] = {}
+    converted, sources = _convert_swin_backbone(state_dict, model)
+    swin_done = bool(converted)
     dropped: list[str] = []
     for key, value in state_dict.items():
         key = key.removeprefix('module.')
+        if swin_done and key.startswith('backbone.'):
+            continue  # a Swin backbone, converted above
         if key == _HEAD_POS_EMBED:
             rows = _split_head_pos_embed(value, order)
             converted.update(rows)
