@@ -243,7 +243,8 @@ class SwinTransformer(BaseModule):
             self.absolute_pos_embed = nn.Parameter(torch.zeros(1, embed_dims, *grid))
         self.use_abs_pos_embed = use_abs_pos_embed
         self.drop_after_pos = nn.Dropout(drop_rate)
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        total = sum(depths)  # stochastic depth rising linearly, as torch.linspace(0, rate, n)
+        rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         block_args = dict(mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,
                           drop=drop_rate, attn_drop=attn_drop_rate)
         self.layers = nn.ModuleList(

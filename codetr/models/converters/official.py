@@ -128,19 +128,26 @@ def _split_head_pos_embed(weight: Tensor, order: list[str]) -> dict[str, Tensor]
 
 
 def _check(converted: dict[str, Tensor], sources: dict[str, str], dropped: list[str],
-           model: nn.Module, strict: bool) -> dict[str, Tensor]:
-    """Raise on shape mismatches; report (strict: raise on) keys matched in one side only.
+           model: nn.Module, strict: bool, skip_mismatched: bool = False) -> dict[str, Tensor]:
+    """Raise on (or, ``skip_mismatched``, leave out) shape mismatches; report (strict: raise
+    on) keys matched in one side only.
 
     ``sources`` maps a converted key to its official name, for the messages.
     """
     target = model.state_dict()
-    mismatched = [f'{k} (official {sources[k]}): checkpoint {tuple(v.shape)} vs model '
-                  f'{tuple(target[k].shape)}'
-                  for k, v in converted.items() if k in target and v.shape != target[k].shape]
-    if mismatched:
+    wrong = [k for k, v in converted.items() if k in target and v.shape != target[k].shape]
+    mismatched = [f'{k} (official {sources[k]}): checkpoint {tuple(converted[k].shape)} vs '
+                  f'model {tuple(target[k].shape)}' for k in wrong]
+    if mismatched and not skip_mismatched:
         raise CheckpointConversionError(
             'shape mismatch between the official checkpoint and the model (is the config the '
             'checkpoint\'s?):\n  ' + '\n  '.join(mismatched))
+    if mismatched:  # e.g. an Objects365 model's 365-class layers, fine-tuned on 80 classes
+        print_log(f'left out {len(wrong)} tensors whose shape differs from the model\'s (they '
+                  'keep their initial values):\n  ' + '\n  '.join(mismatched),
+                  logger='current', level=logging.WARNING)
+        converted = {k: v for k, v in converted.items() if k not in wrong}
+        target = {k: v for k, v in target.items() if k not in wrong}
     unexpected = sorted(k for k in converted if k not in target) + dropped
     missing = sorted(k for k in target if k not in converted)
     if not (unexpected or missing):
@@ -170,7 +177,7 @@ def _convert_swin_backbone(state_dict: Mapping[str, Tensor], model: nn.Module
 
 def convert_official(state_dict: Mapping[str, Tensor], model: nn.Module,
                      aux_head_order: Sequence[str] | None = None,
-                     strict: bool = True) -> dict[str, Tensor]:
+                     strict: bool = True, skip_mismatched: bool = False) -> dict[str, Tensor]:
     """Rename an official Co-DINO / Co-Deformable-DETR state dict for a codetr ``model``.
 
     Pure: the input is not modified and the model is only read (names, kinds, shapes).
@@ -184,13 +191,15 @@ def convert_official(state_dict: Mapping[str, Tensor], model: nn.Module,
             ``model.aux_heads`` order (the official configs list RoI heads before dense ones).
         strict: raise :class:`CheckpointConversionError` listing the keys present on one
             side only (both directions); False logs them and drops the unexpected ones.
+        skip_mismatched: leave out (and log) tensors whose shape differs from the model's
+            instead of raising, as when fine-tuning an Objects365 model on COCO (class layers).
 
     Returns:
         A new state dict in codetr's names (tensors shared with the input, except the
         split ``head_pos_embed`` rows), loadable with ``model.load_state_dict(..., strict)``.
 
     Raises:
-        CheckpointConversionError: on any shape mismatch (key and both shapes), a bad
+        CheckpointConversionError: on a shape mismatch (key and both shapes), a bad
             ``aux_head_order``, or (strict) unmatched keys.
     """
     order, two_stage, one_stage = _name_maps(model, aux_head_order)
@@ -211,7 +220,7 @@ def convert_official(state_dict: Mapping[str, Tensor], model: nn.Module,
             dropped.append(key)
         else:
             converted[new_key], sources[new_key] = value, key
-    return _check(converted, sources, dropped, model, strict)
+    return _check(converted, sources, dropped, model, strict, skip_mismatched)
 
 
 def drop_aux(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
