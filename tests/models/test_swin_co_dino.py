@@ -11,7 +11,12 @@ from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.structures import InstanceData
 
-from codetr.models.converters import codetr_to_mmdet, convert_official, is_official_layout
+from codetr.models.converters import (
+    CheckpointConversionError,
+    codetr_to_mmdet,
+    convert_official,
+    is_official_layout,
+)
 from codetr.registry import MODELS
 from codetr.structures import DetDataSample
 
@@ -75,3 +80,20 @@ def test_port_layout_checkpoint_converts_for_the_whole_detector(model):
     converted = convert_official(port, model)
     assert converted.keys() == own.keys()
     assert all(torch.equal(converted[k], v) for k, v in own.items())
+
+
+def test_other_class_count_is_refused_or_left_out(model):
+    """An Objects365 checkpoint on an 80-class model: the class layers' shapes differ. By
+    default that is an error naming the key; skip_mismatched leaves exactly those out."""
+    own = model.state_dict()
+    other = dict(own)
+    wrong = [k for k in own if k.startswith('query_head.cls_branches.')]
+    for key in wrong:
+        other[key] = torch.zeros(365, *own[key].shape[1:])
+    other['backbone.layers.0.blocks.0.attn.relative_position_index'] = \
+        model.backbone.layers[0].blocks[0].attn.relative_position_index  # official buffer
+    with pytest.raises(CheckpointConversionError, match=r'cls_branches\.0\.weight.*\(365'):
+        convert_official(other, model)
+    converted = convert_official(other, model, skip_mismatched=True)
+    assert set(own) - set(converted) == set(wrong)
+    assert all(torch.equal(converted[k], own[k]) for k in converted)
