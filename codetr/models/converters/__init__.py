@@ -11,6 +11,7 @@ from .official import (
 from .swin import (
     codetr_to_mmdet,
     detect_swin_layout,
+    infer_swin_args,
     load_swin_checkpoint,
     swin_needs_conversion,
     swin_to_codetr,
@@ -18,5 +19,5 @@ from .swin import (
 
 __all__ = ['AUX_PREFIXES', 'CheckpointConversionError', 'OfficialCheckpointHook',
            'codetr_to_mmdet', 'convert_official', 'detect_swin_layout', 'drop_aux',
-           'is_official_layout', 'load_swin_checkpoint', 'official_head_order',
+           'infer_swin_args', 'is_official_layout', 'load_swin_checkpoint', 'official_head_order',
            'swin_needs_conversion', 'swin_to_codetr']

@@ -207,7 +207,38 @@ def swin_needs_conversion(state: Mapping[str, Tensor]) -> bool:
         k.rsplit('.', 1)[-1] in _BUFFERS or k.startswith(_CLASSIFIER) for k in state)
 
 
-def _fit(module: nn.Module, converted: dict[str, Tensor], path: str) -> dict[str, Tensor]:
+def infer_swin_args(state: Mapping[str, Tensor]) -> dict:
+    """``SwinTransformer`` arguments of a state dict in codetr's layout (prefix removed), read
+    from the tensors' shapes: what a config needs to load it."""
+    proj = state['patch_embed.proj.weight']  # (C, C_in, p, p)
+    blocks: dict[int, int] = {}
+    for key in state:
+        match = re.match(r'^layers\.(\d+)\.blocks\.(\d+)\.', key)
+        if match:
+            stage, block = int(match.group(1)), int(match.group(2))
+            blocks[stage] = max(blocks.get(stage, 0), block + 1)
+    depths = tuple(blocks[i] for i in range(len(blocks)))
+    tables = [state[f'layers.{i}.blocks.0.attn.relative_position_bias_table']
+              for i in range(len(depths))]
+    embed_dims = proj.shape[0]
+    args = dict(
+        in_channels=proj.shape[1], embed_dims=embed_dims, patch_size=proj.shape[-1],
+        depths=depths, num_heads=tuple(t.shape[1] for t in tables),
+        window_size=(math.isqrt(tables[0].shape[0]) + 1) // 2,
+        mlp_ratio=state['layers.0.blocks.0.mlp.fc1.weight'].shape[0] / embed_dims,
+        qkv_bias='layers.0.blocks.0.attn.qkv.bias' in state,
+        patch_norm='patch_embed.norm.weight' in state,
+        out_indices=tuple(i for i in range(len(depths)) if f'norm{i}.weight' in state)
+        or tuple(range(len(depths))))
+    if 'absolute_pos_embed' in state:
+        args.update(use_abs_pos_embed=True,
+                    pretrain_img_size=tuple(n * proj.shape[-1]
+                                            for n in state['absolute_pos_embed'].shape[-2:]))
+    return args
+
+
+def fit_swin_state(module: nn.Module, converted: dict[str, Tensor],
+                   path: str) -> dict[str, Tensor]:
     """Check a converted state dict against ``module``: shapes, unknown and absent keys.
 
     ImageNet classifiers have no per-output norms: absent ``norm{i}`` keep their init, and
@@ -264,7 +295,7 @@ def load_swin_checkpoint(module: nn.Module, path: str | Path, prefix: str = 'bac
         print_log(f'SwinTransformer: convert_weights={convert_weights}, but {path} is in the '
                   f'{layout} layout; loading it as such', logger='current', level=logging.INFO)
     converted, _, dropped = swin_to_codetr(state, layout, module.state_dict())
-    module.load_state_dict(_fit(module, converted, str(path)), strict=False)
+    module.load_state_dict(fit_swin_state(module, converted, str(path)), strict=False)
     print_log(f'SwinTransformer: loaded {len(converted)} tensors from {path} ({layout} layout; '
               f'{len(dropped)} recomputed buffers / classifier tensors left out)',
               logger='current')
