@@ -169,29 +169,39 @@ class ViT(BaseModule):
         self.window_size = window_size
         rates = torch.linspace(0, drop_path_rate, depth).tolist()
         norm = partial(nn.LayerNorm, eps=BLOCK_NORM_EPS)
-        self.blocks = nn.ModuleList(
-            ViTDetBlock(dim=embed_dim, num_heads=num_heads, qkv_bias=qkv_bias, qkv_fused=False,
-                        mlp_ratio=mlp_ratio, swiglu_mlp=True, scale_mlp=True,
-                        num_prefix_tokens=0, drop_path=rates[i], norm_layer=norm,
-                        window_size=window_size if i in window_block_indexes else 0)
-            for i in range(depth))
+        # Built on the meta device and materialised uninitialised: _reset_parameters sets
+        # every block tensor, so ViT-L's 300M weights are drawn once, not twice.
+        with torch.device('meta'):
+            self.blocks = nn.ModuleList(
+                ViTDetBlock(dim=embed_dim, num_heads=num_heads, qkv_bias=qkv_bias,
+                            qkv_fused=False, mlp_ratio=mlp_ratio, swiglu_mlp=True,
+                            scale_mlp=True, num_prefix_tokens=0, drop_path=rates[i],
+                            norm_layer=norm,
+                            window_size=window_size if i in window_block_indexes else 0)
+                for i in range(depth))
+        self.blocks.to_empty(device='cpu')
         self.out_norm = nn.LayerNorm(embed_dim)
         self.out_channels = [embed_dim]
         self.strides = [patch_size]
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
-        """Official init: truncated normal (std 0.02) linear weights and position embedding,
-        zero biases, unit norms; the patch projection keeps PyTorch's default."""
-        nn.init.trunc_normal_(self.pos_embed, std=INIT_STD)
+        """Official init: N(0, 0.02) linear weights and position embedding (the official
+        truncation at +-2 lies 100 standard deviations out, so it never acts), zero biases,
+        unit norms; the patch projection keeps PyTorch's default."""
+        nn.init.normal_(self.pos_embed, std=INIT_STD)
         for m in self.modules():
             if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=INIT_STD)
+                nn.init.normal_(m.weight, std=INIT_STD)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        kinds = {type(m) for m in self.blocks.modules() if next(m.parameters(False), None)
+                 is not None}
+        if not kinds <= {nn.Linear, nn.LayerNorm}:  # a tensor _reset_parameters misses
+            raise TypeError(f'ViT blocks hold parameters of {kinds}; initialise them here')
 
     def abs_pos_embed(self, h: int, w: int) -> Tensor:
         """``(1, h, w, C)``: the pre-training grid's embedding resized (bicubic, no

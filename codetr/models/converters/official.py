@@ -21,7 +21,9 @@ official key                                   codetr key
 ``k`` is the official head index, which counts the RoI (two-stage) heads first and the dense
 (one-stage) heads after them, each group in the model's ``aux_heads`` order; an aux head's
 kind is its ``eval_kind`` class attribute. A checkpoint saved by a DDP wrapper (``module.``
-prefix) is accepted.
+prefix) is accepted. An official ViT backbone (``backbone.blocks.i.attn.q_bias`` ...) is
+renamed by :func:`codetr.models.converters.vit.convert_vit_backbone`, which also drops the
+official EMA hook's ``ema_*`` buffers.
 """
 from __future__ import annotations
 
@@ -171,6 +173,9 @@ def convert_official(state_dict: Mapping[str, Tensor], model: nn.Module,
         CheckpointConversionError: on any shape mismatch (key and both shapes), a bad
             ``aux_head_order``, or (strict) unmatched keys.
     """
+    from .vit import convert_vit_backbone  # imports this module's error class
+    state_dict = convert_vit_backbone(
+        {k.removeprefix('module.'): v for k, v in state_dict.items()}, model)
     order, two_stage, one_stage = _name_maps(model, aux_head_order)
     converted: dict[str, Tensor] = {}
     sources: dict[str, str] = {}
