@@ -92,12 +92,13 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             key = f'layer_{layer_id}_{"no_decay" if no_decay else "decay"}'
             if key not in groups:
                 scale = rate ** (num_layers + 1 - layer_id)
-                groups[key] = dict(params=[], lr=self.base_lr * scale, lr_scale=scale,
-                                   weight_decay=0.0 if no_decay else self.base_wd)
+                groups[key] = dict(params=[], lr=self.base_lr * scale, lr_scale=scale)
+                if no_decay or self.base_wd is not None:  # else the optimizer's default
+                    groups[key]['weight_decay'] = 0.0 if no_decay else self.base_wd
                 names[key] = []
             groups[key]['params'].append(param)
             names[key].append(name)
-        summary = {k: dict(lr_scale=g['lr_scale'], weight_decay=g['weight_decay'],
+        summary = {k: dict(lr_scale=g['lr_scale'], weight_decay=g.get('weight_decay'),
                            params=len(g['params']), first=names[k][0]) for k, g in groups.items()}
         print_log(f'layer-wise lr decay {rate} over {num_layers} layers: '
                   f'{json.dumps(summary)}', logger='current')
