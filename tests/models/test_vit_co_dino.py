@@ -101,3 +101,19 @@ def test_a_whole_official_checkpoint_converts(model):
     for key in ('neck.p2.1.weight', 'aux_heads.rcnn.roi_head.bbox_head.shared_convs.0.gn.bias',
                 'query_head.pos_query_generators.atss.pos_trans.weight'):
         assert torch.equal(converted[key], ours[key]), key
+
+
+def test_converter_tool_converts_an_official_vit_checkpoint(model, tmp_path):
+    """tools/model_converters/codetr_official_to_codetr.py with a config of the model."""
+    from tests.test_official_parity import _converter_tool
+    config = tmp_path / 'tiny_vit_co_dino.py'
+    config.write_text(f"_base_ = ['{ROOT}/configs/_base_/models/co_dino_5scale_vit_l.py']\n"
+                      f"default_scope = 'codetr'\nmodel = {TINY!r}\n")
+    official = _to_official({k: v for k, v in model.state_dict().items()
+                             if not k.startswith('backbone.')}, official_head_order(model))
+    official.update({f'backbone.{k}': v for k, v in official_state(VIT).items()})
+    torch.save({'state_dict': official}, tmp_path / 'official.pth')
+    _converter_tool(ROOT).main([str(config), str(tmp_path / 'official.pth'),
+                                str(tmp_path / 'codetr.pth')])
+    converted = torch.load(tmp_path / 'codetr.pth', weights_only=True)['state_dict']
+    assert sorted(converted) == sorted(model.state_dict())

@@ -7,7 +7,9 @@ official ``rpn_head`` / ``roi_head.i`` / ``bbox_head.j`` indices map to). The re
 checked by loading it strictly into the model built from CONFIG (or, with ``--drop-aux``,
 into the same model without aux heads, positive-query generators and adapter, which is all
 that inference through the one-to-one branch needs). See
-``codetr/models/converters/official.py`` for the renames.
+``codetr/models/converters/official.py`` for the renames. Official ViT-L checkpoints (EVA-02
+block names, RoPE buffers, the EMA hook's ``ema_*`` copies) convert too, for the
+``configs/co_dino_vit/`` config they were trained with (``codetr/models/converters/vit.py``).
 """
 from __future__ import annotations
 
