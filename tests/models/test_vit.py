@@ -167,3 +167,20 @@ def test_init_from_an_eva02_pretrained_file(tmp_path):
     torch.save({'model': {'blocks.0.mlp.w1.weight': torch.randn(3, 3)}}, path)
     with pytest.raises(ValueError, match='does not fit'):
         model.init_weights()
+
+
+@pytest.mark.slow
+def test_vit_l_official_layout_computes_the_official_output():
+    """The same check at full ViT-L size (24 blocks of 1024, window 24, global 3, 7, ..., 23);
+    ~2.5 GB and ~40 s on a CPU."""
+    cfg = OfficialViTConfig(embed_dim=1024, depth=24, num_heads=16, window_size=24,
+                            window_block_indexes=tuple(i for i in range(24) if i % 4 != 3),
+                            pretrain_img_size=512)
+    state = {k: v * 0.1 if v.dim() > 1 and 'rope' not in k else v
+             for k, v in official_state(cfg).items()}
+    model = ViT().eval()
+    model.load_state_dict(vit_official_to_codetr(state, model), strict=True)
+    img = torch.randn(1, 3, 160, 224)  # 10 x 14 tokens: every window padded to 24 x 24
+    with torch.no_grad():
+        torch.testing.assert_close(model(img)[0], vit_forward(state, img, cfg), atol=1e-4,
+                                   rtol=1e-4)
