@@ -9,8 +9,10 @@ into the same model without aux heads, positive-query generators and adapter, wh
 that inference through the one-to-one branch needs). See
 ``codetr/models/converters/official.py`` for the renames; a Swin backbone in MMDetection's
 layout (the port's Swin-L checkpoints) or the official release's (Sense-X) is renamed by
-``codetr/models/converters/swin.py`` on the way. ``--skip-mismatched`` leaves out tensors
-whose shape differs from the model's (an Objects365 model's class layers for COCO).
+``codetr/models/converters/swin.py`` on the way, and official ViT-L checkpoints (EVA-02 block
+names, RoPE buffers, the EMA hook's ``ema_*`` copies) by ``codetr/models/converters/vit.py``,
+for the ``configs/co_dino_vit/`` config they were trained with. ``--skip-mismatched`` leaves
+out tensors whose shape differs from the model's (an Objects365 model's class layers for COCO).
 """
 from __future__ import annotations
 

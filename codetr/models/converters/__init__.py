@@ -16,8 +16,15 @@ from .swin import (
     swin_needs_conversion,
     swin_to_codetr,
 )
+from .vit import (
+    convert_vit_backbone,
+    is_official_vit_layout,
+    load_vit_pretrained,
+    vit_official_to_codetr,
+)
 
 __all__ = ['AUX_PREFIXES', 'CheckpointConversionError', 'OfficialCheckpointHook',
-           'codetr_to_mmdet', 'convert_official', 'detect_swin_layout', 'drop_aux',
-           'infer_swin_args', 'is_official_layout', 'load_swin_checkpoint', 'official_head_order',
-           'swin_needs_conversion', 'swin_to_codetr']
+           'codetr_to_mmdet', 'convert_official', 'convert_vit_backbone', 'detect_swin_layout',
+           'drop_aux', 'infer_swin_args', 'is_official_layout', 'is_official_vit_layout',
+           'load_swin_checkpoint', 'load_vit_pretrained', 'official_head_order',
+           'swin_needs_conversion', 'swin_to_codetr', 'vit_official_to_codetr']

@@ -25,7 +25,10 @@ prefix) is accepted.
 
 A Swin backbone (``backbone.*``) in MMDetection's or timm's layout, or carrying the buffers
 and classifier keys of the official release, goes through ``converters.swin.swin_to_codetr``
-(``codetr/models/converters/swin.py`` has its table); other backbones keep their names.
+(``codetr/models/converters/swin.py`` has its table); an official ViT backbone
+(``backbone.blocks.i.attn.q_bias`` ...) is renamed by
+:func:`codetr.models.converters.vit.convert_vit_backbone`, which also drops the official EMA
+hook's ``ema_*`` buffers; other backbones keep their names.
 """
 from __future__ import annotations
 
@@ -202,6 +205,9 @@ def convert_official(state_dict: Mapping[str, Tensor], model: nn.Module,
         CheckpointConversionError: on a shape mismatch (key and both shapes), a bad
             ``aux_head_order``, or (strict) unmatched keys.
     """
+    from .vit import convert_vit_backbone  # imports this module's error class
+    state_dict = convert_vit_backbone(
+        {k.removeprefix('module.'): v for k, v in state_dict.items()}, model)
     order, two_stage, one_stage = _name_maps(model, aux_head_order)
     converted, sources = _convert_swin_backbone(state_dict, model)
     swin_done = bool(converted)
