@@ -16,7 +16,6 @@ import argparse
 import json
 
 from mmengine.config import Config, DictAction
-from mmengine.logging import MMLogger
 
 from codetr.evaluation import evaluate_det_results, load_det_results
 from codetr.utils import register_all_modules
@@ -39,7 +38,6 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    MMLogger.get_instance('codetr-eval', log_level=cfg.get('log_level', 'INFO'))
     records = load_det_results(args.predictions)
     metrics = evaluate_det_results(cfg, records, args.split, source=args.predictions)
     print(json.dumps(metrics, indent=1))

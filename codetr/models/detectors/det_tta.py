@@ -54,8 +54,8 @@ class DetTTAModel(BaseTTAModel):
             defaults): the merged views repeat each object, so some NMS is always applied.
         data_preprocessor: replaces the detector's, as in mmengine's ``BaseTTAModel``.
 
-    An image with a single view is returned as the detector predicted it: there is nothing
-    to merge, and a second NMS would only alter the plain predictions.
+    An image with a single view keeps the detector's predictions (unflipped if the view
+    was flipped): there is nothing to merge, and a second NMS would only alter them.
     """
 
     def __init__(self, module: dict | nn.Module, tta_cfg: dict | None = None,
@@ -77,8 +77,6 @@ class DetTTAModel(BaseTTAModel):
         return [self._merge_views(list(views)) for views in data_samples_list]
 
     def _merge_views(self, views: list[DetDataSample]) -> DetDataSample:
-        if len(views) == 1:
-            return views[0]
         boxes, scores, labels = [], [], []
         for view in views:
             pred = view.pred_instances
@@ -86,9 +84,12 @@ class DetTTAModel(BaseTTAModel):
             scores.append(pred.scores)
             labels.append(pred.labels)
         merged = views[0]
+        if len(views) == 1:  # nothing to merge: the detector's own predictions, unflipped
+            merged.pred_instances.bboxes = boxes[0]
+        else:
+            merged.pred_instances = self.merge_boxes(torch.cat(boxes), torch.cat(scores),
+                                                     torch.cat(labels))
         merged.set_metainfo(dict(flip=False, flip_direction=None))
-        merged.pred_instances = self.merge_boxes(torch.cat(boxes), torch.cat(scores),
-                                                 torch.cat(labels))
         return merged
 
     @staticmethod
