@@ -19,6 +19,11 @@ CONFIG = ROOT / 'configs' / 'quickstart' / 'co_dino_r18_k2_quickstart_synthetic.
 
 
 @pytest.fixture(scope='module')
+def model():
+    return MODELS.build(Config.fromfile(CONFIG).model)
+
+
+@pytest.fixture(scope='module')
 def result():
     """The tool itself on a 64 x 64 input (its JSON is what the test reads)."""
     spec = importlib.util.spec_from_file_location('get_flops', ROOT / 'tools' /
@@ -32,7 +37,7 @@ def _row(result, name):
     return next(c for c in result['components'] if c['name'] == name)
 
 
-def test_components_sum_to_the_totals(result):
+def test_components_sum_to_the_totals(result, model):
     rows = result['components']
     assert [c['name'] for c in rows] == [
         'backbone', 'neck', 'encoder', 'decoder', 'positive queries: rcnn',
@@ -40,7 +45,6 @@ def test_components_sum_to_the_totals(result):
         'query head (other)', 'other']
     assert sum(c['flops'] for c in rows) == result['total_flops']
     assert sum(c['params'] for c in rows) == result['total_params']
-    model = MODELS.build(Config.fromfile(CONFIG).model)
     assert result['total_params'] == sum(p.numel() for p in model.parameters())
     assert result['input_shape'] == (1, 3, 64, 64)
     for name in ('backbone', 'neck', 'encoder', 'decoder', 'query head (other)'):
@@ -48,8 +52,7 @@ def test_components_sum_to_the_totals(result):
     assert _row(result, 'other')['params'] == 0  # every parameter sits in a component
 
 
-def test_aux_branch_costs_nothing_at_test_time_but_its_parameters_are_listed(result):
-    model = MODELS.build(Config.fromfile(CONFIG).model)
+def test_aux_branch_costs_nothing_at_test_time_but_its_parameters_are_listed(result, model):
     for name in ('rcnn', 'atss'):
         row = _row(result, f'aux head: {name}')
         assert row['flops'] == 0 and not row['runs_at_test']
@@ -90,11 +93,16 @@ def test_sdpa_handle_by_hand():
     assert analyzer.total() == 2 * 4 * 10 * 6 * (8 + 16)
 
 
-def test_eval_through_an_aux_head_counts_it():
-    cfg = Config.fromfile(CONFIG)
-    cfg.model.test_cfg.eval_module = 'one-stage'  # ATSS predicts: the encoder, no decoder
-    result = component_flops(MODELS.build(cfg.model), (64, 64))
+def test_eval_through_an_aux_head_counts_it(model):
+    # test_cfg.eval_module='one-stage' makes CoDETR predict with its ATSS head (eval_head):
+    # the encoder, the adapter and that head run, the decoder does not.
+    model.eval_head = 'atss'
+    try:
+        result = component_flops(model, (64, 64))
+    finally:
+        model.eval_head = None
     assert _row(result, 'decoder')['flops'] == 0 and _row(result, 'adapter')['flops'] > 0
     atss = _row(result, 'aux head: atss')
     assert atss['flops'] > 0 and atss['runs_at_test']
-    json.dumps(atss)  # rows are plain data
+    assert _row(result, 'aux head: rcnn')['flops'] == 0
+    json.dumps(result)  # plain data, as --out-json writes it
