@@ -146,7 +146,7 @@ def _quiet_nanmean():
         yield
 
 
-COLORS = ('#ffffff', '#d9d9d9', '#4f81bd', '#c0504d', '#5ce65c', '#8064a2', '#ff9900')
+COLORS = ('#dbe9f6', '#9ecae1', '#4f81bd', '#c0504d', '#5ce65c', '#8064a2', '#ff9900')
 
 
 def plot_curves(recall: np.ndarray, ps: np.ndarray, title: str, path: str) -> None:
