@@ -35,6 +35,18 @@ test_pipeline = [
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
+# tools/test.py --tta: the test scale, plain and flipped
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale=(2048, 1280), keep_ratio=True)],
+        [dict(type='RandomFlip', prob=0.0), dict(type='RandomFlip', prob=1.0)],
+        [dict(type='LoadAnnotations', with_bbox=True)],
+        [dict(type='PackDetInputs',
+              meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor',
+                         'flip', 'flip_direction'))],
+    ]),
+]
 train_dataloader = dict(batch_size=1, num_workers=1, dataset=dict(
     pipeline=train_pipeline, filter_cfg=dict(filter_empty_gt=False)))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
