@@ -270,3 +270,29 @@ def test_default_head_is_mmdetections_paa():
     assert head.paa_cls.out_channels == 80 and head.paa_iou.out_channels == 1
     assert len(head.cls_convs) == 1 and len(head.scales) == 6
     assert head.paa_cls.bias[0].item() == pytest.approx(-math.log(99))
+
+
+def test_tiny_co_dino_with_paa_alone_trains_every_parameter():
+    """K = 1: a tiny Co-DINO (pyramid strides 16, 32, 64) with the PAA head as its only aux
+    head; every parameter gets a finite gradient and the collaborative ones a non-zero one."""
+    from tests.models.test_co_detr import EMBED, aux_model_cfg, build, make_batch
+
+    paa = dict(type='CoPAAHead', num_classes=4, in_channels=EMBED, feat_channels=EMBED,
+               norm_cfg=dict(type='GN', num_groups=8),
+               anchor_generator=dict(type='AnchorGenerator', ratios=[1.0], octave_base_scale=2,
+                                     scales_per_octave=1, strides=[16, 32, 64]))
+    model = build(aux_model_cfg(aux_heads=dict(paa=paa)))
+    model.train()
+    data = model.data_preprocessor(make_batch([(64, 64), (48, 56)]), training=True)
+    losses = model(**data, mode='loss')
+    assert {'paa.loss_cls', 'paa.loss_bbox', 'paa.loss_iou', 'paa.pos.loss_cls',
+            'paa.pos.d0.loss_iou'} <= set(losses)
+    total, _ = model.parse_losses(losses)
+    total.backward()
+    missing = [n for n, p in model.named_parameters()
+               if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
+    assert not missing, f'parameters without a finite gradient: {missing}'
+    collaborative = ('aux_heads.', 'adapter.', 'query_head.pos_query_generators.')
+    zero = [n for n, p in model.named_parameters()
+            if n.startswith(collaborative) and not p.grad.any() and 'scales' not in n]
+    assert not zero, f'collaborative parameters with a zero gradient: {zero}'
