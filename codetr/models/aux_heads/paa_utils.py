@@ -121,13 +121,15 @@ def gmm_positives(losses: Tensor, valid: Tensor) -> Tensor:
     rows = (~single).nonzero().squeeze(1)
     if len(rows) == 0:
         return positives
-    x, mask = losses[rows].double(), valid[rows]
+    # a few dozen values per GT box through up to 100 rounds: cheaper on the CPU than as
+    # hundreds of tiny kernel launches (and float64 is slow on many GPUs)
+    x, mask = losses[rows].detach().double().cpu(), valid[rows].cpu()
     gmm = fit_gmm_1d(x, mask)
     low = (gmm.predict(x) == 0) & mask
     density = torch.where(low, gmm.score_samples(x), x.new_full((), -math.inf))
     peak = density.argmax(1, keepdim=True)  # first maximum
-    columns = torch.arange(x.size(1), device=x.device)[None]
-    positives[rows] = low & (columns <= peak)
+    columns = torch.arange(x.size(1))[None]
+    positives[rows] = (low & (columns <= peak)).to(positives.device)
     return positives
 
 

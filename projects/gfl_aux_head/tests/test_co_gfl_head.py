@@ -147,6 +147,16 @@ def test_loss_gradients_and_positives():
     assert (ious > 0).all()
 
 
+def test_image_without_boxes_trains_background_only():
+    head = build_head()
+    losses, positives = head.loss(pyramid_for(64, (8, 16, 32), batch=1), [make_sample([], [])])
+    assert losses['loss_cls'] > 0
+    assert losses['loss_bbox'] == 0 and losses['loss_dfl'] == 0
+    sum(losses.values()).backward()  # the zero losses still reach the box branch
+    assert head.gfl_reg.weight.grad is not None
+    assert positives.coords.shape == (1, 9, 4) and (positives.labels == NUM_CLASSES).all()
+
+
 def test_predict_caps_detections_and_rescales():
     head = build_head(test_cfg=dict(score_thr=0.0, max_per_img=5, nms_pre=50))
     torch.nn.init.normal_(head.gfl_reg.weight, std=0.3)  # boxes of different sizes
