@@ -52,6 +52,10 @@ def build_cfg(args: argparse.Namespace) -> Config:
     """The config after applying the command-line flags (no Runner built)."""
     from codetr.engine import adapt_cfg_to_device
 
+    # custom_imports of plugins (projects/...) resolve from the working directory, as with
+    # `python -m`: Python puts tools/, not the working directory, on sys.path.
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
