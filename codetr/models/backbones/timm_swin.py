@@ -1,5 +1,8 @@
 """Swin Transformer backbone over timm, with the official Swin release's checkpoint layout.
 
+For MMDetection's numerics and arguments (the official Co-DETR configs), use
+``SwinTransformer`` (``swin.py``); this class builds any timm Swin variant by its timm name.
+
 timm (1.0.x) builds the stages; this module adds what detection needs: any input size
 (padded to ``size_divisor``), NCHW outputs, one LayerNorm per output level (``norm{i}``, as
 the official detection Swin has), ``frozen_stages``, activation checkpointing and loading a
