@@ -55,7 +55,7 @@ class DetInferencer:
     """Run a detector over images and write what it finds.
 
     Args:
-        model: a config file or ``Config``.
+        model: a config file, a short config name or a ``Config``.
         weights: its checkpoint (class names come from its ``meta['dataset_meta']``).
         device: e.g. ``'cpu'`` or ``'cuda:0'``.
         cfg_options: config overrides.

@@ -78,6 +78,16 @@ test_pipeline = [
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
+tta_pipeline = [  # tools/test.py --tta: the test scale, plain and flipped
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale=(160, 160), keep_ratio=True)],
+        [dict(type='RandomFlip', prob=0.0), dict(type='RandomFlip', prob=1.0)],
+        [dict(type='LoadAnnotations', with_bbox=True)],
+        [dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                                                'scale_factor', 'flip', 'flip_direction'))],
+    ]),
+]
 data_root = 'data/synthetic/'
 train_dataloader = dict(batch_size=4, dataset=dict(data_root=data_root,
                                                    pipeline=train_pipeline))

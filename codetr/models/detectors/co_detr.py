@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from codetr.registry import MODELS
 from codetr.structures import DetDataSample
 
-from .. import co_modules  # noqa: F401  (registers MultiScaleAdapter for model.adapter)
+from .. import co_modules  # noqa: F401  (registers the adapters for model.adapter)
 from .num_classes import fill_num_classes
 
 # Which branch predicts at test time: the one-to-one query head ('detr') or an auxiliary
@@ -40,8 +40,10 @@ class CoDETR(BaseModel):
     Args:
         backbone: config of the backbone, e.g. ``ResNet``; returns a tuple of (B, C_i, H_i, W_i).
         neck: config of the neck (``ChannelMapper``) or ``None`` to feed the backbone's levels.
-        query_head: config of the one-to-one head (``CoDINOHead``, ``CoDeformDETRHead``).
-        adapter: config of the multi-scale adapter (``MultiScaleAdapter``) that turns the
+        query_head: config of the one-to-one head (``CoDINOHead``, ``CoDeformDETRHead``,
+            ``CoConditionalDETRHead``, ``CoDABDETRHead``).
+        adapter: config of the adapter (``MultiScaleAdapter``; ``SingleScaleAdapter`` for the
+            one-map encoders of the C5 heads) that turns the
             encoder memory into the aux heads' pyramid; required when ``aux_heads`` is
             non-empty (``in_channels`` defaults to the query head's width) and not built with
             K = 0, where it would hold parameters without gradient (which DDP rejects).
@@ -106,7 +108,8 @@ class CoDETR(BaseModel):
     def _build_adapter(self, adapter: dict | None) -> nn.Module:
         if adapter is None:
             raise ValueError("model.aux_heads needs model.adapter, e.g. "
-                             "adapter=dict(type='MultiScaleAdapter', num_extra=1)")
+                             "adapter=dict(type='MultiScaleAdapter', num_extra=1), or "
+                             "adapter=dict(type='SingleScaleAdapter') for a single-scale head")
         cfg = copy.deepcopy(adapter)
         cfg.setdefault('in_channels', self.query_head.embed_dims)
         return MODELS.build(cfg)
