@@ -102,9 +102,9 @@ def run_cocoeval(backend: str, coco_gt: Any, json_results: list[dict], img_ids: 
     summary = io.StringIO()
     with contextlib.redirect_stdout(summary):  # the progress bar goes to stderr
         seconds = run_stages(coco_eval, desc, count_calls=backend == 'pycocotools')
-    print_log(f'{desc} evaluation of {len(set(img_ids))} images: '
-              + ', '.join(f'{stage} {t:.1f} s' for stage, t in seconds.items()),
-              logger='current')
+    MMLogger.get_current_instance().info(
+        f'{desc} evaluation of {len(set(img_ids))} images: '
+        + ', '.join(f'{stage} {t:.1f} s' for stage, t in seconds.items()))
     return coco_eval, summary.getvalue()
 
 

@@ -13,18 +13,17 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 
-num_classes = 8  # the synthetic shapes
 embed_dims = 64
 pyramid_strides = [8, 16, 32, 64, 128]
 ffn = dict(embed_dims=embed_dims, feedforward_channels=256, ffn_drop=0.0)
 cond_attn = dict(embed_dims=embed_dims, num_heads=4, attn_drop=0.0, proj_drop=0.0)
 
 model = dict(
+    num_classes=8,  # the synthetic shapes; every head takes it
     backbone=dict(depth=18, frozen_stages=-1, norm_eval=False,
                   norm_cfg=dict(type='BN', requires_grad=True), init_cfg=None),
     neck=dict(in_channels=[512], out_channels=embed_dims),
     query_head=dict(
-        num_classes=num_classes,
         num_queries=30,  # at most 8 shapes per image
         encoder=dict(num_layers=1, layer_cfg=dict(
             self_attn_cfg=dict(embed_dims=embed_dims, num_heads=4, dropout=0.0), ffn_cfg=ffn)),
@@ -38,9 +37,8 @@ model = dict(
                      # anchors of 16..25 px at stride 8: the shapes are 8..80 px
                      anchor_generator=dict(octave_base_scale=2)),
             roi=dict(bbox_roi_extractor=dict(out_channels=embed_dims, finest_scale=28),
-                     bbox_head=dict(in_channels=embed_dims, fc_out_channels=256,
-                                    num_classes=num_classes))),
-        atss=dict(num_classes=num_classes, in_channels=embed_dims, feat_channels=embed_dims,
+                     bbox_head=dict(in_channels=embed_dims, fc_out_channels=256))),
+        atss=dict(in_channels=embed_dims, feat_channels=embed_dims,
                   norm_cfg=dict(type='GN', num_groups=16),
                   anchor_generator=dict(octave_base_scale=4))),  # 32 px anchors at stride 8
     train_cfg=dict(rcnn=dict(rpn_proposal=dict(nms_pre=1000, max_per_img=300),

@@ -4,7 +4,6 @@
 #   python tools/train.py configs/quickstart/co_dab_detr_r18_c5_k2_quickstart_synthetic.py
 _base_ = ['./co_conditional_detr_r18_c5_k2_quickstart_synthetic.py']
 
-num_classes = 8
 embed_dims = 64
 ffn = dict(embed_dims=embed_dims, feedforward_channels=256, ffn_drop=0.0,
            act_cfg=dict(type='PReLU'))
@@ -14,7 +13,6 @@ model = dict(
     query_head=dict(
         _delete_=True,
         type='CoDABDETRHead',
-        num_classes=num_classes,
         num_queries=30,
         encoder=dict(type='DetrTransformerEncoder', num_layers=1, scale_pos=True, layer_cfg=dict(
             self_attn_cfg=dict(embed_dims=embed_dims, num_heads=4, dropout=0.0), ffn_cfg=ffn)),

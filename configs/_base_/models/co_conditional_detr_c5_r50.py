@@ -9,7 +9,6 @@
 # same strides 8..128 (bilinear x2 + 3x3 conv twice for 16 and 8, 3x3 stride-2 conv twice for
 # 64 and 128, each with GroupNorm; paper section 3.2), and their loss weights are the official
 # ones / 12, as CoDETR multiplies them by lambda_2 x 6 decoder layers.
-num_classes = 80
 embed_dims = 256
 num_heads = 8
 ffn_channels = 2048
@@ -22,6 +21,7 @@ cond_attn = dict(embed_dims=embed_dims, num_heads=num_heads, attn_drop=dropout,
                  proj_drop=dropout)
 
 model = dict(
+    num_classes=80,  # COCO; every head takes it
     type='CoDETR',
     lambda_1=1.0,  # positive-query branches (paper eq. 6)
     lambda_2=2.0,  # aux-head losses (paper eq. 6)
@@ -46,7 +46,6 @@ model = dict(
               act_cfg=None, norm_cfg=None, num_outs=1),
     query_head=dict(
         type='CoConditionalDETRHead',
-        num_classes=num_classes,
         num_queries=300,
         encoder=dict(
             type='DetrTransformerEncoder',
@@ -89,7 +88,6 @@ model = dict(
                     finest_scale=112),
                 bbox_head=dict(
                     in_channels=embed_dims, fc_out_channels=1024, roi_feat_size=7,
-                    num_classes=num_classes,
                     bbox_coder=dict(type='DeltaXYWHBBoxCoder',
                                     target_means=[0.0, 0.0, 0.0, 0.0],
                                     target_stds=[0.1, 0.1, 0.2, 0.2]),
@@ -99,7 +97,6 @@ model = dict(
                     loss_bbox=dict(type='GIoULoss', loss_weight=10.0)))),
         atss=dict(
             type='CoATSSHead',
-            num_classes=num_classes,
             in_channels=embed_dims,
             stacked_convs=1,  # Co-DETR's aux heads stack 1 conv, not ATSS's 4
             feat_channels=embed_dims,

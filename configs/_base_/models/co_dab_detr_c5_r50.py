@@ -8,7 +8,6 @@
 # Hungarian costs 2 / 5 / 2, top 300 at test).
 _base_ = ['./co_conditional_detr_c5_r50.py']
 
-num_classes = 80
 embed_dims = 256
 num_heads = 8
 ffn = dict(embed_dims=embed_dims, feedforward_channels=2048, ffn_drop=0.0,
@@ -19,7 +18,6 @@ model = dict(
     query_head=dict(
         _delete_=True,
         type='CoDABDETRHead',
-        num_classes=num_classes,
         num_queries=300,
         encoder=dict(
             type='DetrTransformerEncoder',
