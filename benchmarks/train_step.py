@@ -50,6 +50,7 @@ from common import (  # noqa: E402
     run_variants,
     sync,
     synthetic_batch,
+    track,
     vs_reference,
 )
 
@@ -155,7 +156,7 @@ def measure(args: argparse.Namespace) -> dict:
     memory = PeakMemory(device)
     memory.start()
     forward_s, backward_s, parts = [], [], []
-    for it in range(args.warmup + args.iters):
+    for it in track(range(args.warmup + args.iters), 'train_step', unit='steps'):
         timer.reset()
         timer.active = it >= args.warmup
         sync(device)

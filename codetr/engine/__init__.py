@@ -12,12 +12,14 @@ from .checkpoint import (
 )
 from .distributed import CPUDistributedDataParallel, adapt_cfg_to_device, shutdown_distributed
 from .hooks import AtomicCheckpointHook, NonFiniteLossHook
+from .layer_decay import LayerDecayOptimWrapperConstructor
 from .optim_wrappers import BFloat16OptimWrapper
 from .runner import CodetrRunner
 
 allow_mmengine_checkpoint_types()
 
 __all__ = ['SAFE_GLOBALS', 'AtomicCheckpointHook', 'BFloat16OptimWrapper',
-           'CPUDistributedDataParallel', 'CheckpointError', 'CodetrRunner', 'NonFiniteLossHook',
+           'CPUDistributedDataParallel', 'CheckpointError', 'CodetrRunner',
+           'LayerDecayOptimWrapperConstructor', 'NonFiniteLossHook',
            'adapt_cfg_to_device', 'allow_mmengine_checkpoint_types', 'atomic_save',
            'load_checkpoint', 'shutdown_distributed']

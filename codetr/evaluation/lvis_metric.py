@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os.path as osp
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,11 +84,16 @@ class LVISMetric(BaseMetric):
             return {}
         metrics = {}
         for kind in self.metrics:
+            start = time.perf_counter()
             lvis_eval = LVISFederatedEval(self._gt, json_results[kind],
                                           img_ids=[r['img_id'] for r in results],
                                           max_dets=self.max_dets, iou_type=kind)
-            lvis_eval.evaluate()
+            seconds = dict(group=time.perf_counter() - start)
+            lvis_eval.evaluate(show_progress=True)
+            seconds['evaluate'] = time.perf_counter() - start - seconds['group']
             stats = lvis_eval.summarize()
+            logger.info(f'LVIS {kind} evaluation of {len(lvis_eval.img_ids)} images: '
+                        + ', '.join(f'{stage} {t:.1f} s' for stage, t in seconds.items()))
             logger.info(f'LVIS {kind} results:\n' + '\n'.join(f'  {k:>8}: {v:.3f}'
                                                               for k, v in stats.items()))
             logger.info(f'{kind}_AP_copypaste: ' +
