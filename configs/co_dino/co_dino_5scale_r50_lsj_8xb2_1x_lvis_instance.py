@@ -12,11 +12,9 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 
-num_classes = 1203  # LVIS v1 categories
 image_size = (1024, 1024)
 model = dict(
+    num_classes=1203,  # LVIS v1 categories; every head takes it (the mask head too)
     data_preprocessor=dict(batch_augments=[
         dict(type='BatchFixedSizePad', size=image_size, pad_mask=True)]),
-    query_head=dict(num_classes=num_classes),
-    aux_heads=dict(rcnn=dict(num_classes=num_classes), atss=dict(num_classes=num_classes)),
     test_cfg=dict(query_head=dict(max_per_img=300)))

@@ -6,13 +6,11 @@
 #   make demo DEMO_CONFIG=configs/quickstart/co_dino_r18_k2_mask_quickstart_synthetic.py
 _base_ = ['./co_dino_r18_k2_quickstart_synthetic.py']
 
-num_classes = 8
 embed_dims = 64
 model = dict(
     data_preprocessor=dict(pad_mask=True),
     aux_heads=dict(rcnn=dict(
         type='CoMaskRCNNHead',
-        num_classes=num_classes,  # fills roi.bbox_head and roi.mask_head
         roi=dict(
             mask_roi_extractor=dict(
                 type='SingleRoIExtractor',

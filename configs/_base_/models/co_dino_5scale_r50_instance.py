@@ -12,13 +12,11 @@
 # query head's detections; eval_module='two-stage' evaluates the RoI head's boxes and masks.
 _base_ = ['./co_dino_5scale_r50.py']
 
-num_classes = 80
 embed_dims = 256
 model = dict(
     data_preprocessor=dict(pad_mask=True),
     aux_heads=dict(rcnn=dict(
         type='CoMaskRCNNHead',
-        num_classes=num_classes,  # fills roi.bbox_head and roi.mask_head
         roi=dict(
             mask_roi_extractor=dict(
                 type='SingleRoIExtractor',
