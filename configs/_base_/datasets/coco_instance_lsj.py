@@ -33,6 +33,20 @@ test_pipeline = [
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
+# tools/test.py --tta: plain and flipped views; the flip comes before the padding so that
+# it mirrors the image itself; DetTTAModel flips each view's masks back with its boxes.
+tta_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale=image_size, keep_ratio=True)],
+        [dict(type='RandomFlip', prob=0.0), dict(type='RandomFlip', prob=1.0)],
+        [dict(type='Pad', size=image_size, pad_val=dict(img=lsj_pad_value))],
+        [dict(type='LoadAnnotations', with_bbox=True, with_mask=True)],
+        [dict(type='PackDetInputs',
+              meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor',
+                         'flip', 'flip_direction'))],
+    ]),
+]
 
 train_dataloader = dict(
     batch_size=2,
