@@ -19,7 +19,6 @@ STRIDES = (16, 32, 64)  # the tiny model's two levels + the adapter's extra one
 
 def mask_model_cfg(**test_cfg) -> dict:
     head = mask_head_cfg(num_classes=NUM_CLASSES, channels=EMBED, strides=STRIDES)
-    head['roi']['bbox_head']['num_classes'] = 99  # overwritten by the head's num_classes
     cfg = tiny_model_cfg(adapter=dict(type='MultiScaleAdapter', num_extra=1),
                          aux_heads=dict(rcnn=head))
     cfg['test_cfg'] = dict(cfg['test_cfg'], **test_cfg)

@@ -20,6 +20,8 @@ MASK_CH = 16
 
 def mask_head_cfg(num_classes: int | None = NUM_CLASSES, **kwargs) -> dict:
     cfg = head_cfg(**kwargs)
+    if num_classes is not None:  # filled from the head's own num_classes
+        cfg['roi']['bbox_head'].pop('num_classes')
     cfg['type'] = 'CoMaskRCNNHead'
     cfg['num_classes'] = num_classes
     cfg['roi']['mask_roi_extractor'] = dict(
