@@ -7,6 +7,11 @@ and DDP without device ids.
 ``--amp``: with CUDA, mmengine's ``AmpOptimWrapper`` (float16, dynamic loss scaling);
 without CUDA, ``BFloat16OptimWrapper`` (bfloat16 autocast, no loss scaling), because
 float16 autocast and mmengine's AMP wrapper are GPU-only.
+
+``--strategy fsdp``: mmengine's ``FlexibleRunner`` with ``CodetrFSDPStrategy`` (parameters,
+gradients and optimizer state sharded over the processes; CPU processes use gloo), e.g.
+``tools/dist_train.sh CONFIG 8 --strategy fsdp``. A config can choose it too:
+``runner_type='CodetrFlexibleRunner'`` and ``strategy=dict(type='CodetrFSDPStrategy', ...)``.
 """
 from __future__ import annotations
 
@@ -35,6 +40,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         'checkpoint in the work dir')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. model.lambda_2=1.0')
+    parser.add_argument('--strategy', choices=['fsdp', 'ddp'],
+                        help="train with mmengine's FlexibleRunner and this strategy: 'fsdp' "
+                        'shards parameters, gradients and optimizer state over the processes '
+                        "(needs a distributed launch); 'ddp' is the unsharded counterpart")
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
@@ -50,7 +59,7 @@ def _fail(message: str) -> None:
 
 def build_cfg(args: argparse.Namespace) -> Config:
     """The config after applying the command-line flags (no Runner built)."""
-    from codetr.engine import adapt_cfg_to_device
+    from codetr.engine import adapt_cfg_to_device, configure_strategy
 
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
@@ -72,6 +81,10 @@ def build_cfg(args: argparse.Namespace) -> Config:
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
     adapt_cfg_to_device(cfg, args.launcher)
+    try:
+        configure_strategy(cfg, args.strategy, args.launcher)
+    except ValueError as err:
+        _fail(str(err))
     return cfg
 
 
