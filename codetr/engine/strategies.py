@@ -18,8 +18,9 @@ mmengine 0.10.7's ``FSDPStrategy`` wraps the model in torch's ``FullyShardedData
   ``ShardedTensor`` objects, which ``torch.load(weights_only=True)`` refuses: loading one
   allow-lists exactly those types; resuming fails in mmengine (it calls
   ``FSDP.optim_state_dict_to_load`` with torch 1.x's argument order);
-- each rank's file also keeps that rank's random states (torch, numpy, ``random``), restored
-  on resume, so denoising noise and samplers continue as in an uninterrupted run.
+- checkpoints also keep every rank's random states (torch, numpy, ``random``), restored on
+  resume with the same number of processes, so denoising noise and samplers continue as in
+  an uninterrupted run.
 
 ``layer_wrap_policy`` shards layer by layer (encoder layers, backbone blocks) so that only one
 layer's parameters are gathered at a time; modules reached through methods other than
@@ -35,6 +36,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+import torch.distributed as torch_dist
 from mmengine._strategy import DDPStrategy, FSDPStrategy
 from mmengine.dist import is_distributed
 from mmengine.optim import BaseOptimWrapper, OptimWrapperDict
@@ -123,14 +125,21 @@ class CodetrFSDPStrategy(_CPUDistributedMixin, FSDPStrategy):
     def save_checkpoint(self, filename: str, *, extra_ckpt: dict | None = None,
                         **kwargs) -> None:
         extra_ckpt = dict(extra_ckpt or {})
-        if not self._is_full_state_dict():  # one file per rank: each keeps its own draws
+        if self._is_full_state_dict():  # one file for all: rank 0 keeps every rank's states
+            states = [None] * self.world_size
+            torch_dist.all_gather_object(states, capture_rng_state())
+            extra_ckpt['rng_state'] = states
+        else:  # one file per rank
             extra_ckpt['rng_state'] = capture_rng_state()
         super().save_checkpoint(filename, extra_ckpt=extra_ckpt, **kwargs)
 
     def resume(self, filename: str, **kwargs) -> dict:
         checkpoint = super().resume(filename, **kwargs)
-        if 'rng_state' in checkpoint:
-            restore_rng_state(checkpoint['rng_state'])
+        state = checkpoint.get('rng_state')
+        if isinstance(state, list):  # a full checkpoint: this rank's entry, same world size
+            state = state[self.rank] if len(state) == self.world_size else None
+        if state is not None:
+            restore_rng_state(state)
         return checkpoint
 
     def model_state_dict(self) -> dict:
