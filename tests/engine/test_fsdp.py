@@ -71,8 +71,8 @@ def _assert_runs(out: Path, resume_iter: int, full: bool) -> None:
     assert first[0]['grad_norm'] == first[1]['grad_norm']
     shards = [json.loads((out / f'shards_rank{r}.json').read_text()) for r in (0, 1)]
     total = shards[0]['model_numel']
-    for shard in shards:  # each rank holds about half of the parameters, padding aside
-        assert total / 2 - 1 <= shard['local_numel'] <= total / 2 + 8, shard
+    for shard in shards:  # each rank holds half of the parameters, alignment padding aside
+        assert total / 2 <= shard['local_numel'] <= total / 2 + 16 + total / 1000, shard
         assert {'state_dict', 'optimizer', 'rng_state', 'meta'} <= set(shard['keys'])
 
 
