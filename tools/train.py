@@ -76,6 +76,7 @@ def build_cfg(args: argparse.Namespace) -> Config:
             _fail('--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=...) in the '
                   'config (the total batch size its learning rate was tuned for)')
         cfg.auto_scale_lr.enable = True
+        _count_accumulation(cfg)
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
@@ -86,6 +87,17 @@ def build_cfg(args: argparse.Namespace) -> Config:
     except ValueError as err:
         _fail(str(err))
     return cfg
+
+
+def _count_accumulation(cfg: Config) -> None:
+    """mmengine scales the lr by (processes x batch) / base_batch_size, blind to gradient
+    accumulation; dividing the base by ``accumulative_counts`` counts the accumulated batch."""
+    counts = cfg.optim_wrapper.get('accumulative_counts', 1)
+    if counts > 1:
+        base = cfg.auto_scale_lr.base_batch_size
+        cfg.auto_scale_lr.base_batch_size = base / counts
+        print(f'--auto-scale-lr: optim_wrapper.accumulative_counts={counts}, so the lr scales '
+              f'by (processes x batch x {counts}) / {base}', file=sys.stderr)
 
 
 def _enable_amp(cfg: Config) -> None:
