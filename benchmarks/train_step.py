@@ -34,6 +34,7 @@ import json
 import os
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -45,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     ComponentTimer,
     PeakMemory,
+    SavedTensorMeter,
     attach_component_timers,
     build_model,
     load_config,
@@ -164,13 +166,16 @@ def measure(args: argparse.Namespace) -> dict:
     included = attach_component_timers(model, timer)
     memory = PeakMemory(device)
     memory.start()
+    saved = SavedTensorMeter()
     forward_s, backward_s, parts = [], [], []
-    for it in range(args.warmup + args.iters):
+    # Activations are counted in the first warm-up step, or in an extra untimed step first.
+    for it in [-1] * (args.warmup == 0) + list(range(args.warmup + args.iters)):
         timer.reset()
         timer.active = it >= args.warmup
         sync(device)
         t0 = time.perf_counter()
-        with optim_wrapper.optim_context(model):  # autocast with BFloat16OptimWrapper
+        counting = saved.recording(model) if it == (0 if args.warmup else -1) else nullcontext()
+        with optim_wrapper.optim_context(model), counting:  # autocast: BFloat16OptimWrapper
             losses = model(**data, mode='loss')
         loss, _ = model.parse_losses(losses)
         sync(device)
@@ -184,7 +189,7 @@ def measure(args: argparse.Namespace) -> dict:
             backward_s.append(t2 - t1)
             parts.append(dict(timer.times, query_head_rest=(t1 - t0) - sum(timer.times.values())))
     result = summarise(args, cfg, forward_s, backward_s, parts, included, memory.report())
-    result.update(precision=precision_of(cfg),
+    result.update(activations_saved_mb=saved.saved_mb, precision=precision_of(cfg),
                   glibc_tunables=os.environ.get('GLIBC_TUNABLES') or None)
     return result
 
