@@ -30,17 +30,20 @@ from __future__ import annotations
 
 import functools
 import os
+import os.path as osp
 import random
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 import torch.distributed as torch_dist
-from mmengine._strategy import DDPStrategy, FSDPStrategy
+from mmengine._strategy import DDPStrategy, FSDPStrategy, SingleDeviceStrategy
 from mmengine.dist import is_distributed
 from mmengine.optim import BaseOptimWrapper, OptimWrapperDict
 from torch import nn
+from torch.distributed.fsdp import FullStateDictConfig, StateDictType
 from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
 from codetr.registry import FUNCTIONS, SCOPE, STRATEGIES
@@ -144,7 +147,7 @@ class CodetrFSDPStrategy(_CPUDistributedMixin, FSDPStrategy):
 
     def model_state_dict(self) -> dict:
         state_dict = super().model_state_dict()
-        if self._is_full_state_dict():  # the ordinary layout: 0-d parameters stay 0-d
+        if self._full_layout():  # the ordinary layout: 0-d parameters stay 0-d
             for name in getattr(self, '_scalar_params', ()):
                 if name in state_dict:
                     state_dict[name] = state_dict[name].reshape(())
@@ -152,16 +155,30 @@ class CodetrFSDPStrategy(_CPUDistributedMixin, FSDPStrategy):
 
     def load_model_state_dict(self, state_dict: dict, *, strict: bool = False,
                               revise_keys: list | None = None) -> None:
-        if self._is_full_state_dict():
+        if self._full_layout():
             state_dict = dict(state_dict)
+            for pattern, replacement in revise_keys or [(r'^module\.', '')]:
+                state_dict = {re.sub(pattern, replacement, k): v for k, v in state_dict.items()}
             for name in getattr(self, '_scalar_params', ()):
                 if name in state_dict and state_dict[name].dim() == 0:
                     state_dict[name] = state_dict[name].reshape(1)
         self.model.load_state_dict(state_dict, strict=strict)
 
     def load_checkpoint(self, filename: str, **kwargs) -> dict:
-        with _sharded_tensor_loading():
-            return super().load_checkpoint(filename, **kwargs)
+        """Load a checkpoint saved by this strategy, or an ordinary single-file one (``load_from``
+        with pretrained or official weights, a ``state_dict_cfg='full'`` save) into a model
+        that saves sharded: each rank reads the whole file and keeps its shard."""
+        if self._is_full_state_dict() or not osp.isfile(filename):
+            with _sharded_tensor_loading():
+                return super().load_checkpoint(filename, **kwargs)
+        with FSDP.state_dict_type(self.model, StateDictType.FULL_STATE_DICT,
+                                  FullStateDictConfig(rank0_only=False)):
+            return SingleDeviceStrategy.load_checkpoint(self, filename, **kwargs)
+
+    def _full_layout(self) -> bool:
+        """Whether the model's state dicts are now full (unsharded) ones."""
+        settings = FSDP.get_state_dict_type(self.model)
+        return settings.state_dict_type == StateDictType.FULL_STATE_DICT
 
     def load_optim_state_dict(self, state_dict: dict) -> None:
         # mmengine 0.10.7 passes (state_dict, model, optim) positionally; torch >= 2.1 takes

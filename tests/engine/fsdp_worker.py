@@ -8,7 +8,9 @@ process, one run after the other:
 - ``ddp``: ``--strategy ddp`` (the unsharded reference);
 - ``fsdp``: ``--strategy fsdp``, sharded ``rankN.pth`` checkpoints;
 - ``fsdp_resumed``: a fresh runner resuming ``OUT/fsdp/RESUME_FROM``;
-- with ``--full``: ``fsdp_full`` (``state_dict_cfg='full'``) and ``fsdp_full_resumed``.
+- with ``--full``: ``fsdp_full`` (``state_dict_cfg='full'``), ``fsdp_full_resumed``, and
+  ``fsdp_loaded`` / ``ddp_loaded``: sharded and DDP runs starting from the full file as
+  ``load_from``.
 
 Each run's ``RecordTrainStepsHook`` writes ``steps_rank{r}.json`` into its work dir; this
 script adds ``OUT/shards_rank{r}.json``: the numel of this rank's shard of the sharded
@@ -75,6 +77,10 @@ def main() -> None:
         train(tool, config, out / 'fsdp_full_resumed', 'fsdp', '--resume',
               str(out / 'fsdp_full' / resume_from), '--cfg-options',
               'strategy.state_dict_cfg=full')
+        # An ordinary single-file checkpoint as load_from, into a sharded and a DDP model.
+        weights = f'load_from={out / "fsdp_full" / resume_from}'
+        train(tool, config, out / 'fsdp_loaded', 'fsdp', '--cfg-options', weights)
+        train(tool, config, out / 'ddp_loaded', 'ddp', '--cfg-options', weights)
     from mmengine.config import Config
 
     from codetr.registry import MODELS

@@ -65,6 +65,9 @@ def _assert_runs(out: Path, resume_iter: int, full: bool) -> None:
         if full:
             _assert_same_steps(ddp, _steps(out / 'fsdp_full', rank))
             _assert_same_steps(fsdp[resume_iter:], _steps(out / 'fsdp_full_resumed', rank))
+            loaded = _steps(out / 'fsdp_loaded', rank)
+            _assert_same_steps(_steps(out / 'ddp_loaded', rank), loaded)
+            assert loaded[0]['loss'] != ddp[0]['loss']  # it started from the loaded weights
     # The two ranks saw different data (different losses) and clipped by one global norm.
     first = [_steps(out / 'fsdp', r)[0] for r in (0, 1)]
     assert first[0]['loss'] != first[1]['loss']
