@@ -103,7 +103,7 @@ class CodetrFSDPStrategy(_CPUDistributedMixin, FSDPStrategy):
     See the module docstring. ``state_dict_cfg='local'`` (default) saves each rank's shard to
     ``<checkpoint>/rank{i}.pth`` and resumes only with the same number of processes;
     ``'full'`` gathers one ordinary checkpoint on rank 0 (loadable anywhere, e.g. by
-    ``tools/test.py``).
+    ``tools/test.py``). Ordinary single-file checkpoints (``load_from``) load either way.
     """
 
     def _wrap_model(self, model: nn.Module) -> nn.Module:
