@@ -5,20 +5,22 @@
 1. ``dependencies``: the packages codetr needs are looked up *before* anything imports them;
    on a machine with its own torch but without mmengine, mmcv-lite, pycocotools, timm, ...
    the JSON lists what is missing and the pip command, and the script exits with status 2.
-2. ``ms_deform_attn``: the deformable-attention backends (CUDA: triton and pytorch; CPU: cpp
-   and pytorch) at Co-DINO R50 shapes (5 levels of an 800 x 1333 batch of 2, 8 heads x 32,
-   4 points; the encoder's 34k queries and the decoder's 900) in float32, bfloat16 and
-   float16: forward and backward error against the pytorch backend in float64, and times.
+2. ``ms_deform_attn``: the deformable-attention backends (CUDA: triton, pytorch, mmcv if
+   installed; CPU: cpp and pytorch) at Co-DINO R50 shapes (5 levels of an 800 x 1333 batch of
+   2, 8 heads x 32, 4 points; the encoder's 89k queries and the decoder's 900) with values
+   stored in float32, bfloat16 and float16: the output's and each input gradient's error
+   against the pytorch backend in float64 on the same rounded inputs, and times. The pytorch
+   backend's low-precision results are shown but not judged (it is the fallback).
 3. ``train_step``: one Co-DINO R50 training step (K = 2) at 1333 x 800, batch 2, in float32,
    AMP float16 (``AmpOptimWrapper``, dynamic loss scaling) and bfloat16: time, peak memory,
    finite losses and gradients. The MMDetection port fails the float16 step (a Half / Float
    ``index_put`` and NaN in the Hungarian matching); codetr's heads compute targets and
-   losses in float32. On a CPU: float32, bfloat16 autocast (``BFloat16OptimWrapper``) and
-   float16 autocast with a ``GradScaler`` (the AMP code path, which mmengine runs on CUDA
-   only) at a small size.
+   losses in float32. On a CPU: float32 and bfloat16 autocast (``BFloat16OptimWrapper``) at
+   320 x 320, batch 1, and float16 autocast with a ``GradScaler`` (the AMP code path, which
+   mmengine runs on CUDA only) at 128 x 128.
 4. ``ddp``: one training step through ``MMDistributedDataParallel`` in a one-process NCCL
    group (gloo on a CPU).
-5. ``predict``: images per second of ``model.predict`` at 1333 x 800, batch 2.
+5. ``predict``: images per second of ``model.predict`` at 1333 x 800, batch 2 (CPU: 320).
 
 Everything a device cannot run is listed under ``skipped`` with the reason. ``--quick``
 uses the quick-start Co-DINO (R18, tiny widths) at 64 px and small attention shapes: for

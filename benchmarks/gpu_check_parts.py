@@ -23,9 +23,13 @@ from codetr.structures import DetDataSample
 STRIDES = (4, 8, 16, 32, 64)  # Co-DINO 5-scale
 HEADS, HEAD_DIMS, POINTS, DECODER_QUERIES = 8, 32, 4, 900
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
-# Largest error relative to the float64 reference's largest magnitude, per storage dtype
-# (float16 keeps 11 significant bits, bfloat16 8).
-TOLERANCE = {'float32': 1e-4, 'bfloat16': 4e-2, 'float16': 5e-3}
+# Error norm relative to the float64 reference's norm, per storage dtype (float16 keeps 11
+# significant bits, bfloat16 8).
+TOLERANCE = {'float32': 1e-4, 'bfloat16': 2e-2, 'float16': 5e-3}
+# The location gradient of bilinear sampling jumps where a point crosses a pixel edge, and
+# float32 arithmetic puts some points on the other side than float64 does (measured 3e-4 to
+# 2e-3 for the cpp and pytorch backends alike at 320 px): a looser bound for it.
+LOCATION_TOLERANCE = {'float32': 1e-2, 'bfloat16': 5e-2, 'float16': 2e-2}
 
 
 class Report:
@@ -122,9 +126,19 @@ def run_msda(fn, inputs: tuple, dtype: torch.dtype) -> tuple[list[torch.Tensor],
     return [out.detach().double()] + [t.grad.double() for t in leaves], t1 - t0, t2 - t0
 
 
+def rounded(inputs: tuple, dtype: torch.dtype) -> tuple:
+    """``inputs`` with values and weights rounded to ``dtype`` and locations to float32 (what
+    :func:`run_msda` gives the backends), stored in float64."""
+    value, shapes, starts, locs, weights, grad = inputs
+    return (value.to(dtype).double(), shapes, starts, locs.float().double(),
+            weights.to(dtype).double(), grad)
+
+
 def relative_errors(got: list[torch.Tensor], ref: list[torch.Tensor]) -> dict[str, float]:
     names = ('output', 'grad_value', 'grad_locations', 'grad_weights')
-    return {n: float((g - r).abs().max() / r.abs().max().clamp_min(1e-12))
+    # Norm-relative: a max-norm would report the few location-gradient jumps at pixel edges
+    # (see LOCATION_TOLERANCE) rather than the kernel's accuracy.
+    return {n: float((g - r).norm() / r.norm().clamp_min(1e-12))
             for n, g, r in zip(names, got, ref)}
 
 
@@ -146,17 +160,23 @@ def check_ms_deform_attn(device: torch.device, quick: bool, report: Report) -> d
             report.skip(f'ms_deform_attn.{name}', str(err))
     results, ok = {}, True
     for case, (batch, hw, queries) in cases.items():
-        inputs = msda_inputs(batch, hw, queries, device)
-        ref, _, _ = run_msda(ms_deform_attn_pytorch, inputs, torch.float64)
+        exact = msda_inputs(batch, hw, queries, device)
         for dtype_name, dtype in DTYPES.items():
             if device.type == 'cpu' and dtype == torch.float16:
                 report.skip(f'ms_deform_attn.{case}.float16', 'float16 is a GPU storage '
                             'format; on a CPU --amp uses bfloat16 (cpp reads float16 as '
                             'float32)')
                 continue
+            # The reference sees the inputs as rounded for the backends: a location rounded
+            # across a pixel edge changes its gradient, which is not the kernel's error.
+            inputs = rounded(exact, dtype)
+            ref, _, _ = run_msda(ms_deform_attn_pytorch, inputs, torch.float64)
             for name, fn in fns.items():
                 entry = measure_backend(fn, inputs, dtype, ref, repeat)
-                entry['ok'] = entry['max_error'] <= TOLERANCE[dtype_name]
+                errors = entry['errors']
+                entry['ok'] = (errors['grad_locations'] <= LOCATION_TOLERANCE[dtype_name] and
+                               max(v for k, v in errors.items() if k != 'grad_locations')
+                               <= TOLERANCE[dtype_name])
                 # The pytorch backend stores every intermediate in a low-precision dtype
                 # (its location gradients lose most digits in bfloat16): shown, not judged.
                 entry['judged'] = name != 'pytorch' or dtype_name == 'float32'
@@ -164,7 +184,9 @@ def check_ms_deform_attn(device: torch.device, quick: bool, report: Report) -> d
                 results[f'{case}.{dtype_name}.{name}'] = entry
     shapes = {case: dict(batch=b, image=list(hw), queries=q or 'one per value')
               for case, (b, hw, q) in cases.items()}
-    return {'ok': ok, 'shapes': shapes, 'tolerance': TOLERANCE, 'results': results}
+    return {'ok': ok, 'shapes': shapes, 'error': 'norm of the difference / norm of the float64 '
+            'reference', 'tolerance': TOLERANCE, 'location_tolerance': LOCATION_TOLERANCE,
+            'results': results}
 
 
 def measure_backend(fn, inputs: tuple, dtype: torch.dtype, ref: list[torch.Tensor],
@@ -232,8 +254,11 @@ def check_train_steps(device: torch.device, quick: bool, report: Report) -> dict
     results = {}
     for name, options in precisions(device).items():
         try:
-            results[name] = train_steps(device, setting, options, cpu_float16=name.endswith(
-                '_cpu'))
+            cpu_float16 = name.endswith('_cpu')
+            # float16 kernels on a CPU are 10-20x slower than float32 ones: a smaller input.
+            size = dict(setting, hw=(128, 128)) if cpu_float16 and not quick else setting
+            results[name] = train_steps(device, size, options, cpu_float16=cpu_float16)
+            results[name]['image_hw'] = list(size['hw'])
         except Exception as err:  # noqa: BLE001
             results[name] = failure(err)
         if device.type == 'cuda':
@@ -333,7 +358,7 @@ def check_ddp(device: torch.device, quick: bool, report: Report) -> dict:
         seconds = time.perf_counter() - t0
     finally:
         dist.destroy_process_group()
-    finite = all(math.isfinite(float(v)) for v in log_vars.values())
+    finite = all(math.isfinite(float(torch.as_tensor(v).detach())) for v in log_vars.values())
     return {'ok': finite, 'backend': backend, 'world_size': 1, 'step_s': round(seconds, 4),
             'loss': float(log_vars['loss']), 'finite_losses': finite}
 
