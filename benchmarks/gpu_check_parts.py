@@ -360,7 +360,7 @@ def check_ddp(device: torch.device, quick: bool, report: Report) -> dict:
         dist.destroy_process_group()
     finite = all(math.isfinite(float(torch.as_tensor(v).detach())) for v in log_vars.values())
     return {'ok': finite, 'backend': backend, 'world_size': 1, 'step_s': round(seconds, 4),
-            'loss': float(log_vars['loss']), 'finite_losses': finite}
+            'loss': float(torch.as_tensor(log_vars['loss']).detach()), 'finite_losses': finite}
 
 
 def check_predict(device: torch.device, quick: bool, report: Report) -> dict:
