@@ -31,6 +31,7 @@ if str(REPO_ROOT) not in sys.path:
 from codetr.registry import MODELS  # noqa: E402
 from codetr.structures import DetDataSample  # noqa: E402
 from codetr.utils import register_all_modules  # noqa: E402
+from codetr.utils.progress import track  # noqa: E402
 
 # The MMDetection Co-DETR port measured on a shared 2-core CPU with the reference setting
 # (configs/co_dino/co_dino_5scale_r50_8xb2_1x_coco.py, batch 2 at 320x320, 3 boxes each);
@@ -275,7 +276,7 @@ def run_variants(script: Path, base_argv: list[str], variants: dict[str, list[st
         variants: ``{name: [config, extra args...]}``.
     """
     return {name: run_json([sys.executable, str(script), *argv, *base_argv], f'variant {name!r}')
-            for name, argv in variants.items()}
+            for name, argv in track(list(variants.items()), script.stem, unit='variants')}
 
 
 def run_json(cmd: list[str], label: str, env: dict | None = None) -> dict:

@@ -57,6 +57,7 @@ from common import (  # noqa: E402
     run_variants,
     sync,
     synthetic_batch,
+    track,
     vs_reference,
 )
 
@@ -169,7 +170,8 @@ def measure(args: argparse.Namespace) -> dict:
     saved = SavedTensorMeter()
     forward_s, backward_s, parts = [], [], []
     # Activations are counted in the first warm-up step, or in an extra untimed step first.
-    for it in [-1] * (args.warmup == 0) + list(range(args.warmup + args.iters)):
+    steps = [-1] * (args.warmup == 0) + list(range(args.warmup + args.iters))
+    for it in track(steps, 'train_step', unit='steps'):
         timer.reset()
         timer.active = it >= args.warmup
         sync(device)

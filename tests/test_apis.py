@@ -86,11 +86,12 @@ def test_inference_detector_on_array_and_path_agree(checkpoint, image_file):
     assert torch.equal(pred.labels, from_path.pred_instances.labels)
 
 
-def test_det_inferencer_writes_vis_and_preds(checkpoint, image_file, tmp_path):
+def test_det_inferencer_writes_vis_and_preds(checkpoint, image_file, tmp_path, capsys):
     inferencer = DetInferencer(str(CONFIG), str(checkpoint))
     img = cv2.imread(str(image_file))
     out = inferencer([image_file, img], out_dir=str(tmp_path), pred_score_thr=0.5,
                      batch_size=2)
+    assert 'infer: 2/2 images [' in capsys.readouterr().err  # the progress line
     assert sorted(p.name for p in (tmp_path / 'vis').iterdir()) == ['00000001.png',
                                                                    'shape_a.png']
     vis = cv2.imread(str(tmp_path / 'vis' / 'shape_a.png'))

@@ -26,14 +26,17 @@ def load_script(name: str):
     return module
 
 
-def printed_json(capsys) -> dict:
-    lines = capsys.readouterr().out.strip().splitlines()
-    return json.loads(lines[-1])
+def printed_json(capsys, progress: str | None = None) -> dict:
+    """The last stdout line as JSON; ``progress`` must open a line of standard error."""
+    captured = capsys.readouterr()
+    if progress is not None:
+        assert progress in captured.err, captured.err
+    return json.loads(captured.out.strip().splitlines()[-1])
 
 
 def test_train_step_json(capsys):
     result = load_script('train_step').main([CONFIG, '--warmup', '0', *TINY_RUN])
-    assert printed_json(capsys) == result
+    assert printed_json(capsys, progress='train_step: 1/1 steps [') == result
     for key in ('step_s', 'images_per_s', 'forward_s', 'backward_step_s', 'forward_split_s',
                 'components_included', 'peak_mem_mb', 'memory', 'vs_reference',
                 'activations_saved_mb'):
@@ -58,7 +61,7 @@ def test_train_step_json(capsys):
 
 def test_inference_json(capsys):
     result = load_script('inference').main([CONFIG, '--warmup', '0', *TINY_RUN])
-    assert printed_json(capsys) == result
+    assert printed_json(capsys, progress='inference: 1/1 batches [') == result
     for key in ('batch_s', 'images_per_s', 'split_s', 'peak_mem_mb', 'vs_reference'):
         assert key in result, key
     assert set(result['split_s']) == {'backbone', 'neck', 'encoder', 'decoder', 'rest'}

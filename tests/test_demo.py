@@ -77,7 +77,7 @@ def test_demo_trains_evaluates_draws_and_plots(tmp_path):
     assert match, out[-2000:]
     assert 0.0 <= float(match.group(1)) <= float(match.group(2)) <= 1.0
     assert 'Epoch(train) [1][1/1]' in out + proc.stderr  # the iteration line
-    assert '2/2' in out  # the evaluation progress bar reached the end
+    assert 'test: 2/2 images' in proc.stderr  # the evaluation progress reached the end
     drawings = sorted((work / 'predictions').glob('*.png'))
     assert len(drawings) == 2
     for path in drawings:
@@ -105,7 +105,7 @@ def test_quickstart_variants_differ_only_in_their_aux_heads(variant, heads):
 
 
 def test_an_aux_head_changes_from_the_command_line():
-    """`--cfg-options model.aux_heads.atss.num_classes=20` style overrides reach the heads."""
+    """`--cfg-options model.num_classes=20` reaches every head, nested RoI head included."""
     from mmengine.config import DictAction
 
     from codetr.registry import MODELS
@@ -113,13 +113,14 @@ def test_an_aux_head_changes_from_the_command_line():
     cfg = Config.fromfile(DEMO_CFG)
     action = DictAction(option_strings=['--cfg-options'], dest='cfg_options')
     options = {}
-    for item in ('model.query_head.num_classes=20', 'model.aux_heads.atss.num_classes=20',
-                 'model.aux_heads.rcnn.roi.bbox_head.num_classes=20', 'model.lambda_2=1.0'):
+    for item in ('model.num_classes=20', 'model.lambda_2=1.0'):
         key, value = item.split('=')
         options[key] = action._parse_iterable(value)
     cfg.merge_from_dict(options)
     model = MODELS.build(cfg.model)
+    assert model.query_head.num_classes == 20
     assert model.aux_heads['atss'].num_classes == 20
     assert model.aux_heads['rcnn'].num_classes == 20
+    assert model.aux_heads['rcnn'].roi_head.bbox_head.fc_cls.out_features == 21
     assert model.aux_heads['atss'].atss_cls.out_channels == 20  # one anchor per location
     assert model.lambda_2 == 1.0

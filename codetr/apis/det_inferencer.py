@@ -14,6 +14,7 @@ from mmengine.config import Config
 
 from codetr.registry import INFERENCERS
 from codetr.structures import DetDataSample
+from codetr.utils.progress import Progress
 from codetr.visualization.draw import draw_boxes
 
 from .inference import ImageInput, build_test_pipeline, init_detector, run_batch
@@ -54,14 +55,18 @@ class DetInferencer:
     """Run a detector over images and write what it finds.
 
     Args:
-        model: a config file or ``Config``.
+        model: a config file, a short config name or a ``Config``.
         weights: its checkpoint (class names come from its ``meta['dataset_meta']``).
         device: e.g. ``'cpu'`` or ``'cuda:0'``.
         cfg_options: config overrides.
+        show_progress: report the images done when a call has more than one
+            (:mod:`codetr.utils.progress`).
     """
 
     def __init__(self, model: str | Path | Config, weights: str | None = None,
-                 device: str = 'cpu', cfg_options: dict | None = None) -> None:
+                 device: str = 'cpu', cfg_options: dict | None = None,
+                 show_progress: bool = True) -> None:
+        self.show_progress = show_progress
         self.model = init_detector(model, weights, device=device, cfg_options=cfg_options)
         meta = self.model.dataset_meta or {}
         self.classes = tuple(meta.get('classes', ()))
@@ -86,6 +91,8 @@ class DetInferencer:
             raise ValueError(f'batch_size must be >= 1, got {batch_size}')
         images = expand_inputs(inputs)
         predictions, drawings = [], []
+        progress = Progress(len(images), 'infer', unit='images',
+                            enabled=None if self.show_progress and len(images) > 1 else False)
         for start in range(0, len(images), batch_size):
             batch = images[start:start + batch_size]
             for offset, sample in enumerate(self._predict(batch)):
@@ -97,6 +104,8 @@ class DetInferencer:
                 drawings.append(drawing)
                 if out_dir is not None:
                     self._write(out_dir, stem, pred, drawing, no_save_vis, no_save_pred)
+            progress.update(len(batch))
+        progress.close()
         return dict(predictions=predictions, visualization=drawings)
 
     def _predict(self, batch: list[ImageInput]) -> list[DetDataSample]:

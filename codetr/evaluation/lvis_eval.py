@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from codetr.utils.progress import track
+
 # LVIS / COCO evaluation constants (lvis-api Params): IoU .50:.05:.95, recall 0:.01:1.
 IOU_THRS = np.linspace(0.5, 0.95, 10)
 REC_THRS = np.linspace(0.0, 1.0, 101)
@@ -177,15 +179,20 @@ class LVISFederatedEval:
         return dict(scores=dt[:, 4], matched=matched, ignore=dt_ignore,
                     num_gt=int((~gt_ignore).sum()))
 
-    def evaluate(self) -> None:
-        """Fill ``precision (T, R, K, A)`` and ``recall (T, K, A)``; -1 where no GT."""
+    def evaluate(self, show_progress: bool = False) -> None:
+        """Fill ``precision (T, R, K, A)`` and ``recall (T, K, A)``; -1 where no GT.
+
+        ``show_progress`` reports the categories done (see :mod:`codetr.utils.progress`).
+        """
         num_t, num_r, num_k = len(IOU_THRS), len(REC_THRS), len(self.cat_ids)
         self.precision = -np.ones((num_t, num_r, num_k, len(AREA_RANGES)))
         self.recall = -np.ones((num_t, num_k, len(AREA_RANGES)))
         img_ids_by_cat = defaultdict(set)
         for img_id, cat_id in list(self._gts) + list(self._dts):
             img_ids_by_cat[cat_id].add(img_id)
-        for k, cat_id in enumerate(self.cat_ids):
+        categories = track(self.cat_ids, 'LVIS evaluate', unit='categories',
+                           enabled=None if show_progress else False)
+        for k, cat_id in enumerate(categories):
             for a, area in enumerate(AREA_RANGES.values()):
                 evals = [e for img_id in sorted(img_ids_by_cat[cat_id])
                          if (e := self._evaluate_img(img_id, cat_id, area)) is not None]

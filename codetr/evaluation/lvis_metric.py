@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 import json
 import os.path as osp
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,11 +74,16 @@ class LVISMetric(BaseMetric):
             logger.info(f'Detections written to {osp.abspath(out_file)}')
         if self.format_only:
             return {}
+        start = time.perf_counter()
         lvis_eval = LVISFederatedEval(self._gt, json_results,
                                       img_ids=[r['img_id'] for r in results],
                                       max_dets=self.max_dets)
-        lvis_eval.evaluate()
+        seconds = dict(group=time.perf_counter() - start)
+        lvis_eval.evaluate(show_progress=True)
+        seconds['evaluate'] = time.perf_counter() - start - seconds['group']
         stats = lvis_eval.summarize()
+        logger.info(f'LVIS bbox evaluation of {len(lvis_eval.img_ids)} images: '
+                    + ', '.join(f'{stage} {t:.1f} s' for stage, t in seconds.items()))
         logger.info('LVIS bbox results:\n' + '\n'.join(f'  {k:>8}: {v:.3f}'
                                                         for k, v in stats.items()))
         logger.info('bbox_AP_copypaste: ' + ' '.join(f'{stats[k]:.3f}' for k in REPORTED))

@@ -92,6 +92,22 @@ def test_auto_scale_lr_without_base_batch_size_is_explained(tmp_path):
         _train_cfg(str(path), '--auto-scale-lr')
 
 
+def test_plugins_import_from_the_working_directory(tmp_path, monkeypatch):
+    """Python puts tools/, not the working directory, on sys.path: both tools add the working
+    directory, so a plugin's ``custom_imports`` (``projects.NAME``) resolve from the root."""
+    (tmp_path / 'my_plugins').mkdir()
+    (tmp_path / 'my_plugins' / '__init__.py').write_text('')
+    path = tmp_path / 'plugin_cfg.py'
+    path.write_text(toy_config_text(str(tmp_path / 'w')) + "custom_imports = dict("
+                    "imports=['my_plugins'], allow_failed_imports=False)\n")
+    monkeypatch.chdir(tmp_path)
+    for build in (lambda: _train_cfg(str(path)), lambda: _test_cfg(str(path), 'x.pth')):
+        monkeypatch.setattr(sys, 'path', [p for p in sys.path if p not in ('', str(tmp_path))])
+        monkeypatch.delitem(sys.modules, 'my_plugins', raising=False)
+        assert build().custom_imports.imports == ['my_plugins']
+        assert 'my_plugins' in sys.modules
+
+
 def test_launcher_and_local_rank_spellings(config):
     for flag in ('--local-rank', '--local_rank'):
         assert train_tool.parse_args([config, flag, '3']).local_rank == 3
@@ -172,8 +188,10 @@ def test_test_tool_end_to_end(config, tmp_path):
     runner = RUNNERS.build(Config(toy_config(str(tmp_path / 'train'), max_epochs=1)))
     runner.train()
     expected = runner.test()
-    _run_tool('tools/test.py', config, str(tmp_path / 'train' / 'epoch_1.pth'), '--work-dir',
-              str(tmp_path / 'test'))
+    result = _run_tool('tools/test.py', config, str(tmp_path / 'train' / 'epoch_1.pth'),
+                       '--work-dir', str(tmp_path / 'test'),
+                       '--cfg-options', 'default_hooks.progress.type=EvalProgressHook')
+    assert 'test: 8/8 images [' in result.stderr  # the default runtime's progress hook
     log = next((tmp_path / 'test').glob('*/*.json'))
     metrics = json.loads(log.read_text().strip().splitlines()[-1])
     assert metrics['toy/count'] == 8.0

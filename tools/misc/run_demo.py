@@ -7,7 +7,8 @@ predictions and plot its training curves.
         [--num-images 6] [--score-thr 0.3] [--cfg-options KEY=VALUE ...]
 
 ``make demo`` runs both. Training prints an iteration line with its ETA every few iterations
-and the COCO AP table after every epoch; evaluation shows a progress bar. Everything goes to
+and the COCO AP table after every epoch; evaluation shows a progress bar (the
+``EvalProgressHook`` of the default runtime). Everything goes to
 ``--work-dir``:
 
 * ``epoch_N.pth``: the last checkpoint; ``<timestamp>/``: logs and ``vis_data/scalars.json``;
@@ -29,13 +30,12 @@ import cv2
 import numpy as np
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.hooks import Hook
 from mmengine.runner import Runner
-from mmengine.utils import ProgressBar
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO_ROOT)  # for tools.analysis_tools when run as a script
 
+from codetr.visualization.training_curves import branch_of  # noqa: E402
 from tools.analysis_tools.analyze_logs import load_log, plt  # noqa: E402
 
 DEFAULT_CONFIG = 'configs/quickstart/co_dino_r18_k2_quickstart_synthetic.py'
@@ -87,33 +87,6 @@ def set_data_root(cfg: Config, data_root: str) -> None:
         cfg[evaluator].ann_file = data_root + 'annotations/instances_val.json'
 
 
-class EvalProgressBar(Hook):
-    """A progress bar over the validation and test images (mmengine's ValLoop has none)."""
-
-    priority = 'VERY_LOW'
-
-    def _start(self, runner: Runner, loader) -> None:
-        print(flush=True)
-        self._bar = ProgressBar(len(loader.dataset), file=sys.stdout)
-
-    def _step(self, data_batch: dict) -> None:
-        self._bar.update(len(data_batch['data_samples']))
-        if self._bar.completed >= self._bar.task_num:
-            print(flush=True)  # the metric's own output starts on a new line
-
-    def before_val_epoch(self, runner: Runner) -> None:
-        self._start(runner, runner.val_dataloader)
-
-    def before_test_epoch(self, runner: Runner) -> None:
-        self._start(runner, runner.test_dataloader)
-
-    def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        self._step(data_batch)
-
-    def after_test_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        self._step(data_batch)
-
-
 def draw_predictions(runner: Runner, out_dir: str, num_images: int,
                      score_thr: float) -> list[str]:
     """Ground truth next to the predictions (score >= ``score_thr``) of the first
@@ -143,20 +116,6 @@ def draw_predictions(runner: Runner, out_dir: str, num_images: int,
                 cv2.imwrite(path, np.concatenate([left, gap, right], axis=1))
                 paths.append(path)
     return paths
-
-
-def branch_of(key: str) -> str | None:
-    """The branch a logged loss belongs to: ``'total'``, ``'one-to-one'`` (main head: every
-    decoder layer, encoder and denoising terms), ``'<name> head'`` (aux head losses) or
-    ``'<name> queries'`` (its positive queries); None for anything else."""
-    if key == 'loss':
-        return 'total'
-    if 'loss' not in key:
-        return None
-    parts = key.split('.')
-    if len(parts) == 1 or (parts[0][0] == 'd' and parts[0][1:].isdigit()):
-        return 'one-to-one'
-    return f'{parts[0]} queries' if parts[1] == 'pos' else f'{parts[0]} head'
 
 
 def plot_curves(scalars_path: str, out: str) -> str:
@@ -193,7 +152,6 @@ def train_and_test(cfg: Config) -> tuple[Runner, dict]:
 
     adapt_cfg_to_device(cfg, 'none')
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-    runner.register_hook(EvalProgressBar())
     runner.train()
     metrics = runner.test()
     return runner, metrics

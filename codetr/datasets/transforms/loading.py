@@ -4,15 +4,79 @@ The dataset hands every transform a ``results`` dict built from its ``data_info`
 
     dict(img_path=str, img_id=int, height=int, width=int,
          instances=[dict(bbox=[x1, y1, x2, y2], bbox_label=int, ignore_flag=0 | 1), ...])
+
+``height`` / ``width`` come from the annotation file. ``LoadImageFromFile`` compares them
+with the decoded image: when they differ it logs a warning naming the image and both sizes
+and replaces them with the real size; ``LoadAnnotations`` then clips the boxes (which keep
+their pixel coordinates) to the real image and drops any that become empty, and it drops
+boxes with a NaN or infinite coordinate, so neither reaches a loss.
 """
 from __future__ import annotations
+
+import logging
 
 import mmcv
 import numpy as np
 from mmcv.transforms import BaseTransform
 from mmengine.fileio import get
+from mmengine.logging import print_log
 
 from codetr.registry import TRANSFORMS
+
+# Each worker process names this many size mismatches one by one, then says it stops.
+MAX_SIZE_WARNINGS = 10
+_size_warnings: set[str] = set()
+
+
+def warn_size_mismatch(results: dict, real_hw: tuple[int, int]) -> None:
+    """Log that the image's real size differs from its annotation's (first few per process)."""
+    path = str(results.get('img_path'))
+    if path in _size_warnings or len(_size_warnings) > MAX_SIZE_WARNINGS:
+        return
+    _size_warnings.add(path)
+    (h, w), (json_h, json_w) = real_hw, (results['height'], results['width'])
+    swapped = ' (width and height swapped: EXIF orientation?)' if (h, w) == (json_w,
+                                                                               json_h) else ''
+    msg = (f'image {path} (image id {results.get("img_id")}) is {w}x{h} pixels but its '
+           f'annotation says width={json_w}, height={json_h}{swapped}; using the real size: '
+           f'its boxes keep their pixel coordinates and are clipped to the real image. Fix '
+           f'"width" / "height" in the annotation file (and rescale the boxes if the images '
+           f'were resized after annotation).')
+    if len(_size_warnings) > MAX_SIZE_WARNINGS:
+        msg += ' Further size mismatches are not logged one by one.'
+    print_log(msg, logger='current', level=logging.WARNING)
+
+
+def valid_instances(results: dict) -> list[dict]:
+    """``results['instances']`` without boxes that are non-finite or empty after clipping
+    to ``(results['height'], results['width'])`` (when known); dropped ones are logged."""
+    instances = results.get('instances', [])
+    boxes = [inst['bbox'] for inst in instances]
+    if any(len(box) != 4 for box in boxes):
+        raise ValueError(f'Every instance bbox of {results.get("img_path")!r} must be '
+                         f'[x1, y1, x2, y2]; got {boxes}.')
+    if not boxes:
+        return instances
+    arr = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    finite = np.isfinite(arr).all(axis=1)
+    clipped = arr.copy()
+    if results.get('height') and results.get('width'):
+        clipped[:, 0::2] = clipped[:, 0::2].clip(0, results['width'])
+        clipped[:, 1::2] = clipped[:, 1::2].clip(0, results['height'])
+    with np.errstate(invalid='ignore'):
+        nonempty = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    keep = finite & nonempty
+    if not keep.all():
+        print_log(f'{results.get("img_path")} (image id {results.get("img_id")}): dropped '
+                  f'{int((~finite).sum())} box(es) with a NaN or infinite coordinate and '
+                  f'{int((finite & ~nonempty).sum())} empty after clipping to the image: '
+                  f'{[boxes[i] for i in np.flatnonzero(~keep)[:5]]}', logger='current',
+                  level=logging.WARNING)
+    changed = (clipped != arr).any(axis=1)
+    if keep.all() and not changed.any():
+        return instances
+    return [dict(inst, bbox=clipped[i].tolist()) if changed[i] else inst
+            for i, inst in enumerate(instances) if keep[i]]
 
 
 @TRANSFORMS.register_module()
@@ -54,6 +118,11 @@ class LoadImageFromFile(BaseTransform):
             raise ValueError(f'Image file {path!r} could not be decoded; is it an image?')
         if self.to_float32:
             img = img.astype(np.float32)
+        real_hw = img.shape[:2]
+        if results.get('height') is not None and results.get('width') is not None and (
+                tuple(real_hw) != (int(results['height']), int(results['width']))):
+            warn_size_mismatch(results, real_hw)
+            results['height'], results['width'] = real_hw
         results['img'] = img
         results['img_shape'] = img.shape[:2]
         results['ori_shape'] = img.shape[:2]
@@ -89,11 +158,9 @@ class LoadAnnotations(BaseTransform):
 
     def transform(self, results: dict) -> dict:
         instances = results.get('instances', [])
-        if self.with_bbox:
+        if self.with_bbox:  # drop non-finite boxes (and re-clip) before any array is built
+            instances = results['instances'] = valid_instances(results)
             boxes = [inst['bbox'] for inst in instances]
-            if any(len(box) != 4 for box in boxes):
-                raise ValueError(f'Every instance bbox of {results.get("img_path")!r} must be '
-                                 f'[x1, y1, x2, y2]; got {boxes}.')
             results['gt_bboxes'] = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
             results['gt_ignore_flags'] = np.asarray(
                 [bool(inst.get('ignore_flag', 0)) for inst in instances], dtype=bool)

@@ -106,6 +106,8 @@ class CoRPNRoIHead(nn.Module):
 
     # CoDETR evaluates through this head when test_cfg.eval_module == 'two-stage'.
     eval_kind = 'two-stage'
+    # Where CoDETR(num_classes=...) puts the class count (the RPN is class-agnostic).
+    num_classes_keys = ('roi.bbox_head.num_classes',)
 
     def __init__(self, rpn: dict, roi: dict, train_cfg: dict | None = None,
                  test_cfg: dict | None = None, max_pos_coords: int = MAX_POS_COORDS) -> None:

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 from codetr.registry import MODELS
 from codetr.structures import DetDataSample
 
-from .. import co_modules  # noqa: F401  (registers MultiScaleAdapter for model.adapter)
+from .. import co_modules  # noqa: F401  (registers the adapters for model.adapter)
+from .num_classes import fill_num_classes
 
 # Which branch predicts at test time: the one-to-one query head ('detr') or an auxiliary
 # head ('one-stage' = ATSS-like, 'two-stage' = Faster R-CNN-like), as in the official
@@ -39,8 +40,10 @@ class CoDETR(BaseModel):
     Args:
         backbone: config of the backbone, e.g. ``ResNet``; returns a tuple of (B, C_i, H_i, W_i).
         neck: config of the neck (``ChannelMapper``) or ``None`` to feed the backbone's levels.
-        query_head: config of the one-to-one head (``CoDINOHead``, ``CoDeformDETRHead``).
-        adapter: config of the multi-scale adapter (``MultiScaleAdapter``) that turns the
+        query_head: config of the one-to-one head (``CoDINOHead``, ``CoDeformDETRHead``,
+            ``CoConditionalDETRHead``, ``CoDABDETRHead``).
+        adapter: config of the adapter (``MultiScaleAdapter``; ``SingleScaleAdapter`` for the
+            one-map encoders of the C5 heads) that turns the
             encoder memory into the aux heads' pyramid; required when ``aux_heads`` is
             non-empty (``in_channels`` defaults to the query head's width) and not built with
             K = 0, where it would hold parameters without gradient (which DDP rejects).
@@ -58,13 +61,16 @@ class CoDETR(BaseModel):
             ``eval_kind`` is ``eval_module``.
         data_preprocessor: config of ``DetDataPreprocessor``.
         init_cfg: mmengine init config.
+        num_classes: the dataset's number of classes, given to every head (query head and
+            aux heads, nested RoI heads included) whose config does not set it; a head's own
+            value that differs raises. None takes the query head's ``num_classes``.
     """
 
     def __init__(self, backbone: dict, neck: dict | None, query_head: dict,
                  adapter: dict | None = None, aux_heads: dict | None = None,
                  lambda_1: float = 1.0, lambda_2: float = 2.0, train_cfg: dict | None = None,
                  test_cfg: dict | None = None, data_preprocessor: dict | None = None,
-                 init_cfg: dict | None = None) -> None:
+                 init_cfg: dict | None = None, num_classes: int | None = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.train_cfg = dict(train_cfg or {})
         self.test_cfg = dict(test_cfg or {})
@@ -74,6 +80,8 @@ class CoDETR(BaseModel):
                              f'{EVAL_MODULES}.')
         aux_heads = dict(aux_heads or {})
         self._check_aux_names(aux_heads)
+        query_head, aux_heads, self.num_classes = fill_num_classes(num_classes, query_head,
+                                                                   aux_heads)
         self.lambda_1 = lambda_1
         self.lambda_2 = lambda_2
         self.backbone = MODELS.build(backbone)
@@ -100,7 +108,8 @@ class CoDETR(BaseModel):
     def _build_adapter(self, adapter: dict | None) -> nn.Module:
         if adapter is None:
             raise ValueError("model.aux_heads needs model.adapter, e.g. "
-                             "adapter=dict(type='MultiScaleAdapter', num_extra=1)")
+                             "adapter=dict(type='MultiScaleAdapter', num_extra=1), or "
+                             "adapter=dict(type='SingleScaleAdapter') for a single-scale head")
         cfg = copy.deepcopy(adapter)
         cfg.setdefault('in_channels', self.query_head.embed_dims)
         return MODELS.build(cfg)
@@ -194,17 +203,24 @@ class CoDETR(BaseModel):
         raise ValueError(f"mode={mode!r} must be 'loss', 'predict' or 'tensor'.")
 
     def _check_labels(self, data_samples: list[DetDataSample]) -> None:
-        """Catch a dataset with more classes than the head before it trains on garbage."""
-        labels = [s.gt_instances.labels for s in data_samples if len(s.gt_instances) > 0]
-        if not labels:
+        """Catch a dataset with more classes than the heads, or a NaN / infinite box, before
+        it reaches a loss."""
+        present = [s.gt_instances for s in data_samples if len(s.gt_instances) > 0]
+        if not present:
             return
-        num_classes = self.query_head.num_classes
-        # One scalar sync per batch; the Hungarian matching moves data to the CPU anyway.
-        largest = int(torch.cat(labels).max())
-        if largest >= num_classes:
-            raise ValueError(f'label {largest} >= num_classes {num_classes}: set '
-                             f'model.query_head.num_classes to the number of classes in your '
-                             f'dataset.')
+        # One sync per batch; the Hungarian matching moves data to the CPU anyway.
+        largest, nonfinite = torch.stack([
+            torch.cat([g.labels for g in present]).max(),
+            (~torch.isfinite(torch.cat([g.bboxes for g in present]))).sum()]).tolist()
+        if nonfinite:
+            bad = [s.metainfo.get('img_path', s.metainfo.get('img_id')) for s in data_samples
+                   if len(s.gt_instances) and not torch.isfinite(s.gt_instances.bboxes).all()]
+            raise ValueError(f'ground-truth boxes with NaN or infinite coordinates reached '
+                             f'the model (images {bad}); a transform of the pipeline made them '
+                             f'or the dataset let them through (LoadAnnotations drops them).')
+        if largest >= self.num_classes:
+            raise ValueError(f'label {largest} >= num_classes {self.num_classes}: set '
+                             f'model.num_classes to the number of classes in your dataset.')
 
 
 def _scaled(losses: dict, prefix: str, weight: float) -> dict:
