@@ -111,6 +111,35 @@ def synthetic_batch(batch_size: int, img_size: int, num_gt: int, num_classes: in
     return dict(inputs=inputs, data_samples=samples)
 
 
+class SavedTensorMeter:
+    """MB of the tensors autograd keeps for the backward pass of one forward (activations).
+
+    Use ``with meter.recording(model):`` around a forward pass. Parameters (and views of
+    them) are not counted; tensors saved inside activation-checkpointed regions are dropped
+    by the checkpoint's own hooks, so only what checkpointing keeps is counted. Storages
+    are counted once however many tensors view them.
+    """
+
+    def __init__(self) -> None:
+        self.saved_mb = 0.0
+
+    @contextmanager
+    def recording(self, model: nn.Module) -> Iterator[None]:
+        params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        seen: dict[int, int] = {}
+
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            storage = tensor.untyped_storage()
+            ptr = storage.data_ptr()
+            if ptr not in params and tensor.device.type != 'meta':
+                seen[ptr] = storage.nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            yield
+        self.saved_mb = round(sum(seen.values()) / 2**20, 1)
+
+
 class PeakMemory:
     """Peak memory in MB: on CUDA ``max_memory_allocated``; on a CPU the RSS high-water mark
     of the process, and its growth over the level at ``start()``."""

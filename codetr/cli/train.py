@@ -9,6 +9,11 @@ and DDP without device ids.
 ``--amp``: with CUDA, mmengine's ``AmpOptimWrapper`` (float16, dynamic loss scaling);
 without CUDA, ``BFloat16OptimWrapper`` (bfloat16 autocast, no loss scaling), because
 float16 autocast and mmengine's AMP wrapper are GPU-only.
+
+``--strategy fsdp``: mmengine's ``FlexibleRunner`` with ``CodetrFSDPStrategy`` (parameters,
+gradients and optimizer state sharded over the processes; CPU processes use gloo), e.g.
+``tools/dist_train.sh CONFIG 8 --strategy fsdp``. A config can choose it too:
+``runner_type='CodetrFlexibleRunner'`` and ``strategy=dict(type='CodetrFSDPStrategy', ...)``.
 """
 from __future__ import annotations
 
@@ -40,6 +45,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         'checkpoint in the work dir')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. model.lambda_2=1.0')
+    parser.add_argument('--strategy', choices=['fsdp', 'ddp'],
+                        help="train with mmengine's FlexibleRunner and this strategy: 'fsdp' "
+                        'shards parameters, gradients and optimizer state over the processes '
+                        "(needs a distributed launch); 'ddp' is the unsharded counterpart")
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank.
@@ -55,7 +64,7 @@ def _fail(message: str) -> None:
 
 def build_cfg(args: argparse.Namespace) -> Config:
     """The config after applying the command-line flags (no Runner built)."""
-    from codetr.engine import adapt_cfg_to_device
+    from codetr.engine import adapt_cfg_to_device, configure_strategy
 
     cfg = load_config(args.config, PROG)
     cfg.launcher = args.launcher
@@ -72,12 +81,28 @@ def build_cfg(args: argparse.Namespace) -> Config:
             _fail('--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=...) in the '
                   'config (the total batch size its learning rate was tuned for)')
         cfg.auto_scale_lr.enable = True
+        _count_accumulation(cfg)
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
     adapt_cfg_to_device(cfg, args.launcher)
+    try:
+        configure_strategy(cfg, args.strategy, args.launcher)
+    except ValueError as err:
+        _fail(str(err))
     return cfg
+
+
+def _count_accumulation(cfg: Config) -> None:
+    """mmengine scales the lr by (processes x batch) / base_batch_size, blind to gradient
+    accumulation; dividing the base by ``accumulative_counts`` counts the accumulated batch."""
+    counts = cfg.optim_wrapper.get('accumulative_counts', 1)
+    if counts > 1:
+        base = cfg.auto_scale_lr.base_batch_size
+        cfg.auto_scale_lr.base_batch_size = base / counts
+        print(f'--auto-scale-lr: optim_wrapper.accumulative_counts={counts}, so the lr scales '
+              f'by (processes x batch x {counts}) / {base}', file=sys.stderr)
 
 
 def _enable_amp(cfg: Config) -> None:

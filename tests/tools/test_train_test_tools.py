@@ -70,6 +70,21 @@ def test_amp_auto_scale_lr_and_cfg_options(config):
     assert cfg.train_cfg.max_epochs == 5 and cfg.model.nan_at_calls == [2]
 
 
+def test_auto_scale_lr_counts_gradient_accumulation(config):
+    cfg = _train_cfg(config, '--auto-scale-lr', '--cfg-options',
+                     'optim_wrapper.accumulative_counts=2')
+    # mmengine's factor (processes x batch) / base then equals the accumulated batch's.
+    assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=8)
+
+
+def test_strategy_flag_selects_the_flexible_runner(config):
+    cfg = _train_cfg(config, '--launcher', 'pytorch', '--strategy', 'fsdp')
+    assert cfg.runner_type == 'CodetrFlexibleRunner'
+    assert cfg.strategy.type == 'codetr.CodetrFSDPStrategy'
+    with pytest.raises(SystemExit, match='needs a distributed launch'):
+        _train_cfg(config, '--strategy', 'fsdp')
+
+
 def test_auto_scale_lr_without_base_batch_size_is_explained(tmp_path):
     path = tmp_path / 'plain.py'
     path.write_text(toy_config_text(str(tmp_path / 'w')))
