@@ -18,6 +18,7 @@ from .validation import (
     check_categories,
     check_top_level,
     clip_box,
+    flag,
     image_size,
     log_report,
     match_classes,
@@ -187,7 +188,8 @@ class CocoDataset(BaseDataset):
             bbox = clip_box(ann, width, height, report, str(self.ann_file))
             if bbox is None:
                 continue
-            ignore = bool(ann.get('iscrowd', 0)) or bool(ann.get('ignore', False))
+            ignore = flag(ann, 'iscrowd', str(self.ann_file)) or flag(ann, 'ignore',
+                                                                     str(self.ann_file))
             instance = dict(bbox=bbox, bbox_label=self.cat2label[ann['category_id']],
                             ignore_flag=int(ignore))
             if ann.get('segmentation'):  # polygons or RLE, read by LoadAnnotations(with_mask)

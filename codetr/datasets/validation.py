@@ -334,6 +334,17 @@ def clip_box(ann: dict, width: int, height: int, report: ValidationReport,
     return [x1, y1, x2, y2]
 
 
+def flag(ann: dict, key: str, ann_file: str) -> bool:
+    """A 0 / 1 annotation flag (``iscrowd``, ``ignore``; absent means 0). Anything else (a
+    string, 2, None) raises naming the annotation: a truthy string would silently turn the
+    box into an ignored one."""
+    value = ann.get(key, 0)
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f'annotation id {ann.get("id")} in {ann_file} has {key}={value!r}; '
+                     f'{key} must be 0 or 1.')
+
+
 def missing_files_message(missing: Sequence[str], ann_file: str) -> str:
     """"N images listed in <ann_file> are missing: [first few] ..." with what to check."""
     shown = list(missing[:_MAX_LISTED_FILES])

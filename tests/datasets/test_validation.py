@@ -218,6 +218,18 @@ def test_malformed_bbox_raises_with_annotation_id(tmp_path):
         build(path)
 
 
+@pytest.mark.parametrize('key, value', [('iscrowd', 'yes'), ('iscrowd', 2), ('ignore', None)])
+def test_a_flag_that_is_not_0_or_1_raises_with_annotation_id(tmp_path, key, value):
+    # a truthy string would otherwise turn the box into an ignored one without a word
+    record = dict(ann(7, 1, [1, 2, 3, 4]), **{key: value})
+    path = write(tmp_path / 'a.json', [img(1)], [record])
+    with pytest.raises(ValueError, match=f'annotation id 7 .* {key}=.*must be 0 or 1'):
+        build(path)
+    record[key] = 1.0  # a float 0 / 1 is accepted
+    ds = build(write(tmp_path / 'b.json', [img(1)], [record]))
+    assert ds.get_data_info(0)['instances'][0]['ignore_flag'] == 1
+
+
 def test_filters_that_remove_every_image_say_why(tmp_path):
     path = write(tmp_path / 'a.json', [img(1), img(2)], [])
     with pytest.raises(ValueError, match=r'removed all 2 images of .*a.json \(2 have no '
