@@ -111,7 +111,27 @@ def _tool(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
-@pytest.mark.parametrize('config', sorted(QUICKSTART.glob('*.py')), ids=lambda p: p.stem)
+# Two subprocesses each (~30 s): the default run covers the K = 2 Co-DINO, its mask variant
+# and the single-scale ones; the configs that only drop aux heads from these, and the two
+# baselines (the DINO one also trains through tools/train.py above), run with -m slow.
+DEFAULT_RUN_QUICKSTARTS = ('co_dino_r18_k2_quickstart_synthetic',
+                           'co_dino_r18_k2_mask_quickstart_synthetic',
+                           'co_conditional_detr_r18_c5_k2_quickstart_synthetic',
+                           'co_dab_detr_r18_c5_k2_quickstart_synthetic')
+
+
+def _quickstart_params() -> list:
+    return [pytest.param(path, id=path.stem, marks=() if path.stem in DEFAULT_RUN_QUICKSTARTS
+                         else pytest.mark.slow)
+            for path in sorted(QUICKSTART.glob('*.py'))]
+
+
+def test_default_run_quickstarts_exist():
+    names = {path.stem for path in QUICKSTART.glob('*.py')}
+    assert set(DEFAULT_RUN_QUICKSTARTS) <= names
+
+
+@pytest.mark.parametrize('config', _quickstart_params())
 def test_train_and_test_tools_on_every_quickstart_config(config: Path, synthetic_root: Path,
                                                          tmp_path: Path):
     """tools/train.py trains one epoch (2 iterations, no validation) and tools/test.py
