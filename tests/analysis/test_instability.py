@@ -47,12 +47,12 @@ def test_mismatched_epochs_are_refused():
 
 
 def test_layer_matchings_give_each_gt_its_own_query(tmp_path):
-    cfg = Config.fromfile(write_tiny_config(tmp_path, num_images=2))
+    cfg = Config.fromfile(write_tiny_config(tmp_path, num_images=1))
     torch.manual_seed(0)
     model = build_model(cfg)
     matchings = ins.layer_matchings(model, cfg)
     num_layers = len(model.query_head.transformer.decoder.layers)
-    assert len(matchings) == num_layers and all(len(images) == 2 for images in matchings)
+    assert len(matchings) == num_layers and all(len(images) == 1 for images in matchings)
     for images in matchings:
         for matched in images:
             assert len(matched) > 0 and len(set(matched.tolist())) == len(matched)

@@ -33,10 +33,13 @@ test_dataloader = dict(dataset=dict(data_root={str(root / 'data') + '/'!r}, pipe
     return config
 
 
-def save_checkpoint(cfg: Config, path: Path, seed: int, epoch: int) -> None:
-    """A from-scratch model of ``cfg`` (weights drawn with ``seed``), saved as the training
-    runner saves it (``state_dict``, ``meta.epoch``, ``meta.cfg``)."""
-    torch.manual_seed(seed)
-    model = build_model(cfg)
-    torch.save(dict(state_dict=model.state_dict(), meta=dict(epoch=epoch, cfg=cfg.pretty_text)),
-               path)
+def save_checkpoints(cfg: Config, work_dir: Path, seeds: dict[int, int]) -> None:
+    """``work_dir/epoch_N.pth`` for each ``{N: seed}``: a from-scratch model of ``cfg``
+    (weights drawn with ``seed``), saved as the training runner saves it (``state_dict``,
+    ``meta.epoch``, ``meta.cfg``)."""
+    text = cfg.pretty_text  # formatting the config takes seconds: once
+    for epoch, seed in seeds.items():
+        torch.manual_seed(seed)
+        model = build_model(cfg)
+        torch.save(dict(state_dict=model.state_dict(), meta=dict(epoch=epoch, cfg=text)),
+                   work_dir / f'epoch_{epoch}.pth')
