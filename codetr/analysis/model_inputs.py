@@ -60,22 +60,27 @@ def checkpoint_state(path: str) -> dict[str, Tensor]:
     return state
 
 
-def checkpoint_epoch(path: str) -> int | None:
+def checkpoint_meta(path: str) -> dict:
+    """A checkpoint's ``meta`` dict (``{}`` if it has none)."""
+    meta = load_checkpoint(str(path), map_location='cpu').get('meta')
+    return meta if isinstance(meta, dict) else {}
+
+
+def checkpoint_epoch(path: str, meta: dict | None = None) -> int | None:
     """The epoch a checkpoint was saved at: ``meta['epoch']``, else ``epoch_N`` in its name."""
-    meta = load_checkpoint(str(path), map_location='cpu').get('meta') or {}
-    if isinstance(meta, dict) and isinstance(meta.get('epoch'), int):
+    meta = checkpoint_meta(path) if meta is None else meta
+    if isinstance(meta.get('epoch'), int):
         return meta['epoch']
     match = re.search(r'epoch_(\d+)', Path(path).name)
     return int(match.group(1)) if match else None
 
 
-def checkpoint_config(path: str) -> Config:
+def checkpoint_config(path: str, meta: dict | None = None) -> Config:
     """The config saved in a checkpoint's ``meta['cfg']`` (mmengine's Runner writes it)."""
-    meta = load_checkpoint(str(path), map_location='cpu').get('meta') or {}
-    text = meta.get('cfg') if isinstance(meta, dict) else None
-    if not text:
+    meta = checkpoint_meta(path) if meta is None else meta
+    if not meta.get('cfg'):
         raise CheckpointError(f'{path} holds no config (meta["cfg"]); pass --config CONFIG.')
-    return Config.fromstring(text, file_format='.py')
+    return Config.fromstring(meta['cfg'], file_format='.py')
 
 
 def analysis_pipeline(cfg: Config, split: str) -> list[dict]:

@@ -24,7 +24,12 @@ from pathlib import Path
 from mmengine.config import Config, DictAction
 
 from codetr.analysis import instability as ins
-from codetr.analysis.model_inputs import build_model, checkpoint_config, checkpoint_epoch
+from codetr.analysis.model_inputs import (
+    build_model,
+    checkpoint_config,
+    checkpoint_epoch,
+    checkpoint_meta,
+)
 from codetr.analysis.plots import plot_instability
 from codetr.utils import register_all_modules
 
@@ -42,8 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def find_checkpoints(paths: list[str]) -> list[tuple[int | None, str]]:
-    """``(epoch, path)`` of every checkpoint named or found in a work dir, by epoch."""
+def find_checkpoints(paths: list[str]) -> list[tuple[int | None, str, dict]]:
+    """``(epoch, path, meta)`` of every checkpoint named or found in a work dir, by epoch."""
     found = []
     for path in paths:
         if Path(path).is_dir():
@@ -53,12 +58,13 @@ def find_checkpoints(paths: list[str]) -> list[tuple[int | None, str]]:
             found += [str(f) for f in files]
         else:
             found.append(path)
-    ordered = [(checkpoint_epoch(p), p) for p in found]
-    if all(epoch is not None for epoch, _ in ordered):
-        ordered.sort()
+    metas = [checkpoint_meta(p) for p in found]
+    ordered = [(checkpoint_epoch(p, m), p, m) for p, m in zip(found, metas)]
+    if all(epoch is not None for epoch, _, _ in ordered):
+        ordered.sort(key=lambda entry: entry[0])
     if len(ordered) < 2:
         raise ValueError(f'instability compares consecutive checkpoints: give at least two, '
-                         f'got {[p for _, p in ordered]}')
+                         f'got {[p for _, p, _ in ordered]}')
     return ordered
 
 
@@ -66,23 +72,24 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     register_all_modules()
     checkpoints = find_checkpoints(args.paths)
-    cfg = Config.fromfile(args.config) if args.config else checkpoint_config(checkpoints[0][1])
+    cfg = (Config.fromfile(args.config) if args.config else
+           checkpoint_config(checkpoints[0][1], checkpoints[0][2]))
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     matchings, num_queries = [], None
-    for epoch, path in checkpoints:
+    for epoch, path, _ in checkpoints:
         model = build_model(cfg, path)
         num_queries = ins.num_queries_of(model)
         matchings.append(ins.layer_matchings(model, cfg, args.split, args.max_images))
         print(f'matched epoch {epoch} ({path})')
     per_pair = ins.instability_over_checkpoints(matchings, num_queries)
-    epochs = [e if e is not None else Path(p).stem for e, p in checkpoints]
+    epochs = [e if e is not None else Path(p).stem for e, p, _ in checkpoints]
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_instability(epochs, per_pair, out_dir / 'instability.png')
     pairs = [dict(previous=epochs[i], current=epochs[i + 1], per_layer=layers)
              for i, layers in enumerate(per_pair)]
-    report = dict(checkpoints=[p for _, p in checkpoints], epochs=epochs, split=args.split,
+    report = dict(checkpoints=[p for _, p, _ in checkpoints], epochs=epochs, split=args.split,
                   num_queries=num_queries, pairs=pairs, png=str(out_dir / 'instability.png'))
     (out_dir / 'instability.json').write_text(json.dumps(report, indent=1))
     for pair in pairs:
