@@ -65,3 +65,17 @@ def test_trivial_run_prints_json_and_writes_png(bench, tmp_path, capsys):
     first = json.loads((out / 'runs' / 'k1_rcnn_seed0' / 'result.json').read_text())
     again = bench.train_one(bench.parse_args(['--out-dir', str(out), *TRIVIAL]), 'k1_rcnn', 0)
     assert (again['last_loss'], again['ap']) == (first['last_loss'], first['ap'])
+
+
+@pytest.mark.slow  # two fresh processes, each importing torch and training
+def test_runs_in_their_own_processes(bench, tmp_path, capsys):
+    out = tmp_path / 'k_ablation'
+    report = bench.main(['--out-dir', str(out), '--variants', 'k1_atss', 'k2', '--seeds', '3',
+                         '--jobs', '2', *TRIVIAL])
+    assert list(report['variants']) == ['k1_atss', 'k2']
+    for name in ('k1_atss', 'k2'):
+        run_dir = out / 'runs' / f'{name}_seed3'
+        assert (run_dir / 'run.log').is_file()
+        result = json.loads((run_dir / 'result.json').read_text())
+        assert report['variants'][name]['peak_mb'] == result['peak_mb'] > 0
+    assert report['process_cpu_s'] > 0
