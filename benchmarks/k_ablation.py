@@ -3,7 +3,7 @@ synthetic shapes for the same epochs and seeds; print one JSON object and write 
 
     python benchmarks/k_ablation.py [--out-dir work_dirs/k_ablation] [--seeds 0 1 2]
         [--variants k0 k1_atss k1_rcnn k2] [--epochs 6] [--train-images 320] [--val-images 128]
-        [--min-size 96] [--max-size 128] [--jobs 2] [--threads 1] [--checkpoints none|last]
+        [--min-size 96] [--max-size 128] [--jobs 2] [--threads 1] [--checkpoints none|last|all]
 
 Every (variant, seed) run trains in its own process (``--threads`` torch threads each,
 ``--jobs`` at a time) with mmengine's ``randomness=dict(seed=SEED, deterministic=True)``, no
@@ -59,8 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--batch-size', type=int, default=4)
     parser.add_argument('--jobs', type=int, default=2, help='runs at a time')
     parser.add_argument('--threads', type=int, default=1, help='torch threads per run')
-    parser.add_argument('--checkpoints', choices=('none', 'last'), default='none',
-                        help='keep the last epoch\'s weights of every run (no optimizer state)')
+    parser.add_argument('--checkpoints', choices=('none', 'last', 'all'), default='none',
+                        help='keep the weights (no optimizer state) of every run\'s last epoch '
+                        'or of all its epochs (for tools/analysis_tools/instability.py)')
     parser.add_argument('--in-process', action='store_true',
                         help='train the runs one after another in this process (tests); the '
                         'peak memory is then the process\'s, not the run\'s')
@@ -124,8 +125,9 @@ def run_config(args: argparse.Namespace, variant: str, seed: int, work_dir: Path
     cfg.default_hooks.logger = dict(type='DistSafeLoggerHook', interval=10**6)
     cfg.default_hooks.checkpoint = (
         None if args.checkpoints == 'none' else
-        dict(type='AtomicCheckpointHook', interval=epochs, max_keep_ckpts=1,
-             save_optimizer=False, save_param_scheduler=False))
+        dict(type='AtomicCheckpointHook', interval=1 if args.checkpoints == 'all' else epochs,
+             max_keep_ckpts=-1 if args.checkpoints == 'all' else 1, save_optimizer=False,
+             save_param_scheduler=False))
     cfg.visualizer.vis_backends = []
     return cfg
 
