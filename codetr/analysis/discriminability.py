@@ -3,9 +3,13 @@ Fig. 2 and Fig. 3).
 
 Definitions, as the paper gives them:
 
-* **Score map of a level** (paper eq. 7): ``S_j = ||F_j||_2 / max(||F_j||_2)``, the L2 norm
-  over channels of level j's encoder output at each location, divided by its largest value
-  over the image. ``norm='minmax'`` divides ``(||F_j|| - min) / (max - min)`` instead.
+* **Score map of a level**: the L2 norm over channels of level j's encoder output at each
+  location, scaled into [0, 1] over the image: ``(||F_j|| - min) / (max - min)`` by default
+  (``norm='minmax'``), or ``||F_j|| / max(||F_j||)`` as the paper's eq. 7 writes it
+  (``norm='max'``). The encoder ends in a LayerNorm, so every location's norm is close to
+  the others': on the quick-start Co-DINO the eq. 7 scores of every level lie within
+  [0.94, 1] (K = 2) or [0.98, 1] (K = 0), and thresholds S in [0, 1] cannot tell them apart,
+  whereas the paper's curves spread over the whole range; min-max scaling restores that.
 * **Discriminability** ``D(F) = 1/J sum_j S_j``: the J level maps, each resized (bilinear)
   to the image, averaged. Only the part of each map that covers the image is used.
 * **Indicators**: foreground ``1(D(F) > S)``, background ``1(D(F) < S)`` for a score
@@ -16,9 +20,9 @@ Definitions, as the paper gives them:
   of the background that scores below S, "computed in a similar way" with the background
   indicator. Over a dataset both sum their pixel counts over every image (images without GT
   boxes are left out). ``bg_above = 1 - IoB`` (up to ties with S) is the share of the
-  background scoring above S, and ``auc`` the area under IoF against ``bg_above``: the
-  probability that a foreground pixel outscores a background one (0.5 for an uninformative
-  map, 1 for a perfect one).
+  background scoring above S, and ``auc`` the probability that a foreground pixel outscores
+  a background one (ties count half; scores binned at 2**-14): the area under IoF against
+  ``bg_above`` over all thresholds (0.5 for an uninformative map, 1 for a perfect one).
 
 The decoder curves of Fig. 2 use the same steps on cross-attention maps
 (:mod:`codetr.analysis.decoder_attention`).
@@ -36,11 +40,12 @@ from codetr.structures import DetDataSample
 
 from .model_inputs import valid_size
 
-NORMS = ('max', 'minmax')
+NORMS = ('minmax', 'max')
 NUM_THRESHOLDS = 101  # S = 0, 0.01, ..., 1
+AUC_BINS = 2**14  # score resolution of the AUC
 
 
-def level_score(level: Tensor, norm: str = 'max') -> Tensor:
+def level_score(level: Tensor, norm: str = 'minmax') -> Tensor:
     """``(C, h, w)`` features -> ``(h, w)`` channel L2 norm scaled into [0, 1] (see module
     docstring); a constant map scores 0 under ``minmax`` (and ``max`` when it is 0)."""
     if norm not in NORMS:
@@ -49,7 +54,7 @@ def level_score(level: Tensor, norm: str = 'max') -> Tensor:
     return normalise(score, norm)
 
 
-def normalise(score: Tensor, norm: str = 'max') -> Tensor:
+def normalise(score: Tensor, norm: str = 'minmax') -> Tensor:
     """A non-negative ``(h, w)`` map divided by its max, or min-max scaled."""
     if norm == 'minmax':
         score = score - score.min()
@@ -65,7 +70,7 @@ def average_levels(scores: Sequence[Tensor], size: tuple[int, int]) -> Tensor:
 
 
 def discriminability(levels: Sequence[Tensor], size: tuple[int, int],
-                     norm: str = 'max') -> Tensor:
+                     norm: str = 'minmax') -> Tensor:
     """``D(F)``: ``(C, h_j, w_j)`` level features (image part only) -> ``(H, W)`` in [0, 1]."""
     return average_levels([level_score(level, norm) for level in levels], size)
 
@@ -96,6 +101,8 @@ class IoFIoB:
         self.fg_above = torch.zeros(num_thresholds, dtype=torch.float64)
         self.bg_below = torch.zeros(num_thresholds, dtype=torch.float64)
         self.bg_above = torch.zeros(num_thresholds, dtype=torch.float64)
+        self.fg_hist = torch.zeros(AUC_BINS, dtype=torch.float64)
+        self.bg_hist = torch.zeros(AUC_BINS, dtype=torch.float64)
         self.fg_total = 0.0
         self.bg_total = 0.0
         self.images = 0
@@ -127,6 +134,9 @@ class IoFIoB:
         self.fg_above += self._above(scores[fg])
         self.bg_below += self._below(scores[~fg])
         self.bg_above += self._above(scores[~fg])
+        bins = (scores.clamp(0, 1) * AUC_BINS).long().clamp(max=AUC_BINS - 1)
+        self.fg_hist += torch.bincount(bins[fg], minlength=AUC_BINS).double()
+        self.bg_hist += torch.bincount(bins[~fg], minlength=AUC_BINS).double()
         self.fg_total += float(fg.sum())
         self.bg_total += float((~fg).sum())
         self.images += 1
@@ -138,10 +148,10 @@ class IoFIoB:
         iof = self.fg_above / self.fg_total
         bg_total = max(self.bg_total, 1.0)
         iob, bg_above = self.bg_below / bg_total, self.bg_above / bg_total
-        # trapezoids of IoF over bg_above, closed by (0, 0) and (1, 1)
-        xs = torch.cat([bg_above.new_ones(1), bg_above, bg_above.new_zeros(1)]).flip(0)
-        ys = torch.cat([iof.new_ones(1), iof, iof.new_zeros(1)]).flip(0)
-        auc = float(((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2).sum())
+        # Mann-Whitney: background pixels in lower bins, plus half of those in the same bin
+        bg_lower = self.bg_hist.cumsum(0) - self.bg_hist
+        wins = (self.fg_hist * (bg_lower + self.bg_hist / 2)).sum()
+        auc = float(wins / (self.fg_total * bg_total)) if self.bg_total else 1.0
         return dict(thresholds=[round(float(t), 4) for t in self.thresholds],
                     iof=_rounded(iof), iob=_rounded(iob), bg_above=_rounded(bg_above),
                     auc=round(auc, 5), images=self.images, fg_pixels=int(self.fg_total),
@@ -182,7 +192,7 @@ def score_overlay(img_rgb: np.ndarray, score: Tensor, alpha: float = 0.5) -> np.
 
 
 def analyse(model: nn.Module, cfg, split: str = 'test', max_images: int | None = None,
-            norm: str = 'max', decoder_layer: int | None = -1,
+            norm: str = 'minmax', decoder_layer: int | None = -1,
             keep_examples: int = 0) -> dict:
     """Encoder (and decoder) IoF-IoB curves of one model over a dataset split.
 

@@ -17,20 +17,24 @@ from .tiny_setup import write_tiny_config
 def test_level_score_is_the_channel_norm_over_its_max_or_min_max():
     # locations' channel vectors: (3, 4) -> 5, (0, 0) -> 0, (6, 8) -> 10, (0, 5) -> 5
     level = torch.tensor([[[3., 0.], [6., 0.]], [[4., 0.], [8., 5.]]])
-    assert torch.allclose(disc.level_score(level), torch.tensor([[0.5, 0.], [1., 0.5]]))
-    level[:, 0, 1] = torch.tensor([1., 0.])  # norm 1: min-max (n - 1) / (10 - 1)
-    assert torch.allclose(disc.level_score(level, 'minmax'),
-                          torch.tensor([[4 / 9, 0.], [1., 4 / 9]]))
-    assert torch.equal(disc.level_score(torch.zeros(2, 2, 2)), torch.zeros(2, 2))
+    assert torch.allclose(disc.level_score(level, 'max'), torch.tensor([[0.5, 0.], [1., 0.5]]))
+    level[:, 0, 1] = torch.tensor([1., 0.])  # norm 1: min-max (n - 1) / (10 - 1), the default
+    assert torch.allclose(disc.level_score(level), torch.tensor([[4 / 9, 0.], [1., 4 / 9]]))
+    # no contrast: min-max scores 0; an all-zero map scores 0 either way
+    assert torch.equal(disc.level_score(torch.ones(2, 2, 2)), torch.zeros(2, 2))
+    assert torch.equal(disc.level_score(torch.zeros(2, 2, 2), 'max'), torch.zeros(2, 2))
     with pytest.raises(ValueError, match='norm'):
         disc.level_score(level, 'l1')
 
 
 def test_discriminability_averages_the_levels_after_resizing():
-    fine = torch.tensor([[[1., 2.], [1., 1.]]])  # scores [[0.5, 1], [0.5, 0.5]]
+    fine = torch.tensor([[[1., 2.], [1., 1.]]])  # eq. 7 scores [[0.5, 1], [0.5, 0.5]]
     coarse = torch.full((1, 1, 1), 7.0)  # one location: score 1 everywhere once resized
-    assert torch.allclose(disc.discriminability([fine, coarse], (2, 2)),
+    assert torch.allclose(disc.discriminability([fine, coarse], (2, 2), 'max'),
                           torch.tensor([[0.75, 1.0], [0.75, 0.75]]))
+    # min-max: fine [[0, 1], [0, 0]], the single location has no contrast: 0
+    assert torch.allclose(disc.discriminability([fine, coarse], (2, 2)),
+                          torch.tensor([[0.0, 0.5], [0.0, 0.0]]))
 
 
 def test_foreground_mask_takes_the_pixels_whose_centre_is_inside_a_box():

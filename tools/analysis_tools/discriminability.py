@@ -38,8 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--split', choices=('test', 'val', 'train'), default='test',
                         help='dataset split (read through the test pipeline)')
     parser.add_argument('--max-images', type=int, help='first N images only (default: all)')
-    parser.add_argument('--norm', choices=disc.NORMS, default='max',
-                        help="per-level scaling: 'max' (paper eq. 7) or 'minmax'")
+    parser.add_argument('--norm', choices=disc.NORMS, default='minmax',
+                        help="per-level scaling: 'minmax' or 'max' (paper eq. 7 as written; "
+                        'on LayerNorm outputs every score is then near 1)')
     parser.add_argument('--decoder-layer', type=int, default=-1,
                         help='decoder layer whose positive-query attention gives the decoder '
                         'curve (default: the last)')
