@@ -43,6 +43,7 @@ from .model_inputs import valid_size
 NORMS = ('minmax', 'max')
 NUM_THRESHOLDS = 101  # S = 0, 0.01, ..., 1
 AUC_BINS = 2**14  # score resolution of the AUC
+MIN_RELATIVE_SPREAD = 1e-4  # min-max: a smaller spread is float rounding, not contrast
 
 
 def level_score(level: Tensor, norm: str = 'minmax') -> Tensor:
@@ -55,8 +56,17 @@ def level_score(level: Tensor, norm: str = 'minmax') -> Tensor:
 
 
 def normalise(score: Tensor, norm: str = 'minmax') -> Tensor:
-    """A non-negative ``(h, w)`` map divided by its max, or min-max scaled."""
+    """A non-negative ``(h, w)`` map divided by its max, or min-max scaled.
+
+    Under ``minmax`` a map whose spread is within float rounding of its values (below
+    ``MIN_RELATIVE_SPREAD`` of its max, e.g. the equal norms of a LayerNorm with unit gain
+    and zero bias) has no contrast and scores 0, rather than its rounding noise stretched
+    over [0, 1].
+    """
     if norm == 'minmax':
+        spread = score.max() - score.min()
+        if spread <= MIN_RELATIVE_SPREAD * score.abs().max():
+            return torch.zeros_like(score)
         score = score - score.min()
     top = score.max()
     return score / top if top > 0 else torch.zeros_like(score)

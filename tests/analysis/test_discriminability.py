@@ -22,6 +22,10 @@ def test_level_score_is_the_channel_norm_over_its_max_or_min_max():
     assert torch.allclose(disc.level_score(level), torch.tensor([[4 / 9, 0.], [1., 4 / 9]]))
     # no contrast: min-max scores 0; an all-zero map scores 0 either way
     assert torch.equal(disc.level_score(torch.ones(2, 2, 2)), torch.zeros(2, 2))
+    # a spread at float-rounding level is no contrast either (not stretched to [0, 1])
+    rounding = torch.ones(1, 2, 2) + torch.tensor([[[0., 1e-6], [2e-6, 0.]]])
+    assert torch.equal(disc.level_score(rounding), torch.zeros(2, 2))
+    assert disc.level_score(rounding + torch.tensor([[[0., 0.], [0., 1e-2]]]))[1, 1] == 1
     assert torch.equal(disc.level_score(torch.zeros(2, 2, 2), 'max'), torch.zeros(2, 2))
     with pytest.raises(ValueError, match='norm'):
         disc.level_score(level, 'l1')
