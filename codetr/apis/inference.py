@@ -145,9 +145,9 @@ def build_test_pipeline(cfg: Config, from_array: bool) -> list[BaseTransform]:
     return transforms
 
 
-def run_batch(model: nn.Module, pipeline: Sequence[BaseTransform],
-              images: Sequence[ImageInput]) -> list[DetDataSample]:
-    """One ``test_step`` over ``images`` (paths or BGR arrays, not mixed)."""
+def pack_images(pipeline: Sequence[BaseTransform], images: Sequence[ImageInput]) -> dict:
+    """``dict(inputs=[uint8 (3, H, W)], data_samples=[...])`` of ``images`` (paths or BGR
+    arrays, not mixed) after ``pipeline``: what ``test_step`` takes."""
     inputs, samples = [], []
     for index, image in enumerate(images):
         results = (dict(img=image, img_id=index) if isinstance(image, np.ndarray)
@@ -156,8 +156,14 @@ def run_batch(model: nn.Module, pipeline: Sequence[BaseTransform],
             results = transform(results)
         inputs.append(results['inputs'])
         samples.append(results['data_samples'])
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def run_batch(model: nn.Module, pipeline: Sequence[BaseTransform],
+              images: Sequence[ImageInput]) -> list[DetDataSample]:
+    """One ``test_step`` over ``images`` (paths or BGR arrays, not mixed)."""
     with torch.no_grad():
-        return model.test_step(dict(inputs=inputs, data_samples=samples))
+        return model.test_step(pack_images(pipeline, images))
 
 
 def inference_detector(model: nn.Module, imgs: ImageInput | Sequence[ImageInput]
