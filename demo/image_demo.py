@@ -2,6 +2,7 @@
 
     python demo/image_demo.py IMAGES CONFIG --weights CKPT [--out-dir outputs]
                               [--device cpu] [--pred-score-thr 0.3] [--batch-size 1]
+                              [--backend pytorch|onnxruntime|export]
 
 IMAGES is an image file, a folder of images or a glob pattern (quote it). Writes
 ``OUT_DIR/vis/<name>.png`` and ``OUT_DIR/preds/<name>.json``; class names come from the
@@ -13,6 +14,8 @@ import argparse
 
 from mmengine.config import DictAction
 
+BACKENDS = ('pytorch', 'onnxruntime', 'export')
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='codetr image demo')
@@ -21,6 +24,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--weights', help='checkpoint file (without it: untrained weights)')
     parser.add_argument('--out-dir', default='outputs', help='where vis/ and preds/ go')
     parser.add_argument('--device', default='cpu', help="e.g. 'cpu' or 'cuda:0'")
+    parser.add_argument('--backend', default='pytorch', choices=BACKENDS,
+                        help='onnxruntime / export: --weights is an exported .onnx / .pt2')
     parser.add_argument('--pred-score-thr', type=float, default=0.3,
                         help='draw predictions scoring at least this')
     parser.add_argument('--batch-size', type=int, default=1, help='images per forward pass')
@@ -39,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         inferencer = DetInferencer(args.model, args.weights, device=args.device,
-                                   cfg_options=args.cfg_options)
+                                   cfg_options=args.cfg_options, backend=args.backend)
         results = inferencer(args.inputs, out_dir=args.out_dir,
                              pred_score_thr=args.pred_score_thr, batch_size=args.batch_size,
                              no_save_vis=args.no_save_vis, no_save_pred=args.no_save_pred)

@@ -29,6 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         '(relative paths are inside the run\'s log directory)')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds per shown image')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation')
+    parser.add_argument('--amp', action='store_true', help='half-precision inference: float16 '
+                        'autocast on CUDA, bfloat16 on a CPU')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. test_dataloader.batch_size=1')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -45,7 +47,7 @@ def _fail(message: str) -> None:
 
 def build_cfg(args: argparse.Namespace) -> Config:
     """The config after applying the command-line flags (no Runner built)."""
-    from codetr.engine import adapt_cfg_to_device
+    from codetr.engine import adapt_cfg_to_device, enable_test_amp
 
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
@@ -60,6 +62,8 @@ def build_cfg(args: argparse.Namespace) -> Config:
         _enable_visualization(cfg, args)
     if args.tta:
         _enable_tta(cfg)
+    if args.amp:
+        enable_test_amp(cfg)
     if args.out is not None:
         _add_dump_metric(cfg, args.out)
     adapt_cfg_to_device(cfg, args.launcher)

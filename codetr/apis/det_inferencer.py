@@ -16,7 +16,13 @@ from codetr.registry import INFERENCERS
 from codetr.structures import DetDataSample
 from codetr.visualization.draw import draw_boxes
 
-from .inference import ImageInput, build_test_pipeline, init_detector, run_batch
+from .inference import (
+    ImageInput,
+    build_test_pipeline,
+    init_deployed_detector,
+    init_detector,
+    run_batch,
+)
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -55,14 +61,21 @@ class DetInferencer:
 
     Args:
         model: a config file or ``Config``.
-        weights: its checkpoint (class names come from its ``meta['dataset_meta']``).
+        weights: its checkpoint (class names come from its ``meta['dataset_meta']``); with
+            another ``backend``, the exported ``.onnx`` / ``.pt2`` file.
         device: e.g. ``'cpu'`` or ``'cuda:0'``.
         cfg_options: config overrides.
+        backend: ``'pytorch'`` (the built model), ``'onnxruntime'`` (an ONNX export) or
+            ``'export'`` (a ``torch.export`` program); same preprocessing and outputs.
     """
 
     def __init__(self, model: str | Path | Config, weights: str | None = None,
-                 device: str = 'cpu', cfg_options: dict | None = None) -> None:
-        self.model = init_detector(model, weights, device=device, cfg_options=cfg_options)
+                 device: str = 'cpu', cfg_options: dict | None = None,
+                 backend: str = 'pytorch') -> None:
+        if backend == 'pytorch':
+            self.model = init_detector(model, weights, device=device, cfg_options=cfg_options)
+        else:
+            self.model = init_deployed_detector(model, weights, backend, device, cfg_options)
         meta = self.model.dataset_meta or {}
         self.classes = tuple(meta.get('classes', ()))
         self._pipelines = {

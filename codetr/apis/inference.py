@@ -90,6 +90,31 @@ def init_detector(config: str | Path | Config, checkpoint: str | None = None,
     return model.to(device).eval()
 
 
+def init_deployed_detector(config: str | Path | Config, exported: str | Path | None,
+                           backend: str = 'onnxruntime', device: str = 'cpu',
+                           cfg_options: dict | None = None) -> Any:
+    """An exported model behind :func:`init_detector`'s interface (``cfg``,
+    ``dataset_meta``, ``test_step``), for :func:`inference_detector` and ``DetInferencer``.
+
+    Args:
+        config: the config the model was exported from (test pipeline, preprocessing).
+        exported: the ``.onnx`` (``backend='onnxruntime'``) or ``.pt2`` (``backend='export'``)
+            file written by ``tools/deployment/export_onnx.py``.
+        backend: ``'onnxruntime'`` or ``'export'``.
+        device: ``'cpu'`` or ``'cuda[:N]'``.
+        cfg_options: overrides merged into the config.
+    """
+    if exported is None:
+        raise ValueError(f'backend={backend!r} runs an exported file: give it as the weights '
+                         '(the .onnx / .pt2 written by tools/deployment/export_onnx.py)')
+    from codetr.deployment.runtime import load_deployed  # lazy: onnxruntime is an extra
+
+    cfg = _as_config(config, cfg_options)
+    init_default_scope(cfg.get('default_scope', 'codetr'))
+    register_all_modules(init_default_scope=False)
+    return load_deployed(exported, cfg, backend=backend, device=device)
+
+
 def _load_weights(model: nn.Module, checkpoint: str, config: Any) -> dict | None:
     """Load the state dict (warning about partial matches); return ``meta['dataset_meta']``."""
     ckpt = load_checkpoint(str(checkpoint), map_location='cpu')

@@ -135,9 +135,6 @@ def save_onnx(program: torch.export.ExportedProgram, path: str | Path, metadata:
     keeping the float32 / int64 inputs and outputs (``keep_io_types``) and the top-k and
     box arithmetic at the end in float32.
     """
-    if opset < MIN_OPSET:
-        raise ExportError(f'--opset {opset} is too old: the deformable attention needs '
-                          f'GridSample (opset >= {MIN_OPSET})')
     args, kwargs = program.example_inputs
     onnx_program = torch.onnx.export(
         program, args, kwargs=kwargs, dynamo=True, opset_version=opset,
@@ -251,6 +248,9 @@ def export_model(model: nn.Module, paths: dict[str, str | Path], spec: InputSpec
     unknown = set(paths) - set(FORMATS)
     if unknown:
         raise ExportError(f'format {sorted(unknown)} is not one of {FORMATS}')
+    if 'onnx' in paths and opset < MIN_OPSET:
+        raise ExportError(f'--opset {opset} is too old: the deformable attention needs '
+                          f'GridSample (opset >= {MIN_OPSET})')
     if fp16 and 'torch_export' in paths:
         raise ExportError('--fp16 makes a float16 ONNX graph (for GPU runtimes); for '
                           '--format torch_export run the program under torch.autocast instead')
@@ -274,7 +274,8 @@ def export_model(model: nn.Module, paths: dict[str, str | Path], spec: InputSpec
 def _atomic_path(path: Path) -> Iterator[str]:
     """A temporary name beside ``path``, renamed to it if the block succeeds."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    handle, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix=f'.tmp{path.suffix}',
+                                   dir=path.parent)
     os.close(handle)
     try:
         yield tmp

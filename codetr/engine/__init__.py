@@ -3,6 +3,7 @@
 Importing this package allow-lists the objects mmengine checkpoints contain for
 ``torch.load(weights_only=True)`` (see :mod:`codetr.engine.checkpoint`).
 """
+from .amp import enable_test_amp
 from .checkpoint import (
                          SAFE_GLOBALS,
                          CheckpointError,
@@ -20,4 +21,4 @@ allow_mmengine_checkpoint_types()
 __all__ = ['SAFE_GLOBALS', 'AtomicCheckpointHook', 'BFloat16OptimWrapper',
            'CPUDistributedDataParallel', 'CheckpointError', 'CodetrRunner', 'NonFiniteLossHook',
            'adapt_cfg_to_device', 'allow_mmengine_checkpoint_types', 'atomic_save',
-           'load_checkpoint', 'shutdown_distributed']
+           'enable_test_amp', 'load_checkpoint', 'shutdown_distributed']

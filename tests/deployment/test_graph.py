@@ -1,0 +1,87 @@
+"""DetrGraph (run eagerly) computes CoDETR.predict's top-k, and unsupported models are
+refused with a message saying what to change."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from codetr.deployment import DetrGraph, ExportError, check_exportable
+from codetr.deployment.graph import candidates_per_image
+from codetr.structures import DetDataSample
+
+from .helpers import QUICKSTART_DEFORM, QUICKSTART_K2, build_model
+
+
+def _batch(model, sizes: list[tuple[int, int]], seed: int = 0) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen)
+              for h, w in sizes]
+    samples = [DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w),
+                                           scale_factor=(1.0, 1.0))) for h, w in sizes]
+    return model.data_preprocessor(dict(inputs=images, data_samples=samples), False)
+
+
+@pytest.mark.parametrize('config', [QUICKSTART_K2, QUICKSTART_DEFORM], ids=['co_dino_k2',
+                                                                            'deformable_detr'])
+def test_graph_gives_the_models_top_k(config):
+    """No NMS here (it follows the graph): the graph's top-k equals predict's detections."""
+    model = build_model(config, dict(model=dict(test_cfg=dict(query_head=dict(nms=None)))))
+    data = _batch(model, [(150, 160), (128, 112)])
+    sizes = torch.tensor([s.metainfo['img_shape'] for s in data['data_samples']])
+    graph = DetrGraph(model)
+    with torch.no_grad():
+        expected = model.predict(data['inputs'], copy.deepcopy(data['data_samples']),
+                                 rescale=False)
+        boxes, scores, labels = graph(data['inputs'], sizes)
+    assert boxes.shape == (2, graph.top_k, 4) and graph.top_k == model.query_head.test_cfg[
+        'max_per_img']
+    assert not any(isinstance(m, nn.Identity) for m in graph.modules())
+    for i, sample in enumerate(expected):
+        pred = sample.pred_instances
+        assert torch.equal(pred.labels, labels[i])
+        torch.testing.assert_close(pred.scores, scores[i], atol=1e-6, rtol=0)
+        torch.testing.assert_close(pred.bboxes, boxes[i], atol=1e-4, rtol=0)
+        assert pred.scores[0] > 0.5 and pred.scores[-1] < pred.scores[0] - 0.1  # spread
+    # the model itself is untouched: its attention modules are not swapped
+    assert type(model.query_head.transformer.encoder.layers[0].attentions[0]).__name__ == \
+        'MultiScaleDeformableAttention'
+
+
+def test_deformable_detr_with_nms_returns_all_queries_for_nms_then_caps():
+    model = build_model(QUICKSTART_DEFORM, dict(model=dict(test_cfg=dict(query_head=dict(
+        nms=dict(type='soft_nms', iou_threshold=0.8), max_per_img=7)))))
+    assert candidates_per_image(model.query_head) == model.query_head.num_queries
+    model = build_model(QUICKSTART_DEFORM, dict(model=dict(test_cfg=dict(query_head=dict(
+        max_per_img=7)))))
+    assert candidates_per_image(model.query_head) == 7
+
+
+def test_aux_head_evaluation_is_refused_with_the_fix():
+    model = build_model(QUICKSTART_K2, dict(model=dict(test_cfg=dict(eval_module='one-stage'))))
+    with pytest.raises(ExportError, match="eval_module='one-stage'.*eval_module=detr"):
+        check_exportable(model)
+
+
+class _OtherBackbone(nn.Module):
+    def forward(self, x):
+        return (x,)
+
+
+def test_unsupported_backbone_and_attention_are_refused(quickstart_model):
+    model = copy.deepcopy(quickstart_model)
+    model.backbone = _OtherBackbone()
+    with pytest.raises(ExportError, match='_OtherBackbone.*supported: ResNet'):
+        DetrGraph(model)
+
+    class MyMultiScaleDeformableAttention(nn.Module):
+        pass
+
+    model = copy.deepcopy(quickstart_model)
+    model.query_head.transformer.encoder.layers[0].attentions[0] = \
+        MyMultiScaleDeformableAttention()
+    with pytest.raises(ExportError, match='MyMultiScaleDeformableAttention.*'
+                                          "type='MultiScaleDeformableAttention'"):
+        check_exportable(model)
