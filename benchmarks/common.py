@@ -2,7 +2,7 @@
 per-component timers, and running several configs in fresh processes for comparison.
 
 Memory on a CPU is the process's resident-set high-water mark (``resource.getrusage``
-``ru_maxrss``), which never goes down: to compare variants fairly each one runs in its own
+``VmHWM``), which never goes down: to compare variants fairly each one runs in its own
 subprocess (``run_variants``).
 """
 from __future__ import annotations
@@ -88,31 +88,51 @@ def num_classes_of(model: nn.Module) -> int:
     return int(getattr(model.query_head, 'num_classes', 1))
 
 
-def synthetic_batch(batch_size: int, img_size: int, num_gt: int, num_classes: int,
-                    seed: int = 0) -> dict:
-    """A raw batch as the dataloader gives it: uint8 (3, S, S) images and samples with
-    ``num_gt`` random boxes each, xyxy in input pixels (sides 8 px .. S/2 px)."""
+def synthetic_batch(batch_size: int, img_size: int | tuple[int, int], num_gt: int,
+                    num_classes: int, seed: int = 0) -> dict:
+    """A raw batch as the dataloader gives it: uint8 (3, H, W) images (``img_size`` is S for
+    S x S, or (H, W)) and samples with ``num_gt`` random boxes each, xyxy in input pixels
+    (sides 8 px .. half the shorter side)."""
+    height, width = (img_size, img_size) if isinstance(img_size, int) else img_size
+    side = min(height, width)
     g = torch.Generator().manual_seed(seed)
     inputs, samples = [], []
     for i in range(batch_size):
-        inputs.append(torch.randint(0, 256, (3, img_size, img_size), generator=g,
+        inputs.append(torch.randint(0, 256, (3, height, width), generator=g,
                                     dtype=torch.uint8))
-        xy = torch.rand(num_gt, 2, generator=g) * img_size / 2
-        wh = 8 + torch.rand(num_gt, 2, generator=g) * (img_size / 2 - 8)
+        xy = torch.rand(num_gt, 2, generator=g) * side / 2
+        wh = 8 + torch.rand(num_gt, 2, generator=g) * (side / 2 - 8)
         sample = DetDataSample(metainfo=dict(
-            img_id=i, img_path=f'synthetic_{i}.jpg', img_shape=(img_size, img_size),
-            ori_shape=(img_size, img_size), scale_factor=(1.0, 1.0), flip=False,
+            img_id=i, img_path=f'synthetic_{i}.jpg', img_shape=(height, width),
+            ori_shape=(height, width), scale_factor=(1.0, 1.0), flip=False,
             flip_direction=None))
         sample.gt_instances = InstanceData(
-            bboxes=(torch.cat([xy, xy + wh], 1)).clamp(max=img_size),
+            bboxes=(torch.cat([xy, xy + wh], 1)).clamp(max=side),
             labels=torch.randint(0, num_classes, (num_gt,), generator=g))
         samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
 
 
+def peak_rss_mb() -> float:
+    """This process's resident-set high-water mark in MB.
+
+    Linux's ``VmHWM`` (``/proc/self/status``) belongs to the process's own address space;
+    ``getrusage``'s ``ru_maxrss`` (the fallback) survives ``exec``, so a process started by a
+    large parent reports at least the parent's size at the fork.
+    """
+    try:
+        with open('/proc/self/status') as status:
+            for line in status:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
 class PeakMemory:
     """Peak memory in MB: on CUDA ``max_memory_allocated``; on a CPU the RSS high-water mark
-    of the process, and its growth over the level at ``start()``."""
+    of the process (:func:`peak_rss_mb`), and its growth over the level at ``start()``."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -121,7 +141,7 @@ class PeakMemory:
     def _now_mb(self) -> float:
         if self.device.type == 'cuda':
             return torch.cuda.max_memory_allocated(self.device) / 2**20
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+        return peak_rss_mb()
 
     def start(self) -> None:
         if self.device.type == 'cuda':

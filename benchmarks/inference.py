@@ -3,6 +3,11 @@
     python benchmarks/inference.py CONFIG [--checkpoint PTH] [--batch-size 2] [--img-size 320]
         [--iters 5] [--warmup 1] [--threads N] [--device cpu|cuda] [--cfg-options k=v ...]
         [--compare CONFIG2 ...] [--variant NAME k=v ...]
+    python benchmarks/inference.py CONFIG --backend torch onnxruntime export
+        [--batch-sizes 1 8] [--img-size 320 | 800x1333] [--ort-opt-level all] [...]
+
+With ``--backend`` the backends run side by side (``backends.py``: one export, then one fresh
+process per backend and batch size); without it, eager PyTorch as below.
 
 The batch (random pixels, no boxes needed) goes through the model's data preprocessor once;
 each timed iteration is one ``model(..., mode='predict')`` call under ``torch.no_grad`` in
@@ -23,6 +28,7 @@ from mmengine.config import DictAction
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from backends import BACKENDS, ORT_LEVELS, compare, measure_backend, parse_img_size  # noqa: E402
 from common import (  # noqa: E402
     ComponentTimer,
     PeakMemory,
@@ -49,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('config')
     parser.add_argument('--checkpoint', default=None, help='local .pth (state_dict) to load')
     parser.add_argument('--batch-size', type=int, default=2)
-    parser.add_argument('--img-size', type=int, default=320)
+    parser.add_argument('--img-size', type=parse_img_size, default=320,
+                        help='S (S x S) or HxW, e.g. 800x1333 (--backend runs)')
     parser.add_argument('--num-gt', type=int, default=3, help='unused by predict; kept so '
                         'that the settings match train_step.py')
     parser.add_argument('--iters', type=int, default=5)
@@ -60,6 +67,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--compare', nargs='+', default=[], metavar='CONFIG')
     parser.add_argument('--variant', nargs='+', action='append', default=[],
                         metavar=('NAME', 'KEY=VALUE'))
+    parser.add_argument('--backend', nargs='+', choices=BACKENDS, default=None,
+                        help='run these backends side by side (CPU)')
+    parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 8],
+                        help='batch sizes of the --backend runs')
+    parser.add_argument('--ort-opt-level', choices=ORT_LEVELS, default='all',
+                        help='ONNX Runtime graph optimisation level')
+    parser.add_argument('--ort-no-arena', action='store_true',
+                        help="ONNX Runtime without its CPU memory arena")
+    parser.add_argument('--backend-run', choices=BACKENDS, help=argparse.SUPPRESS)
+    parser.add_argument('--model-file', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -126,7 +143,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.compare or args.variant:
+    if args.backend_run:
+        result = measure_backend(args)
+    elif args.backend:
+        result = compare(args, Path(__file__))
+    elif args.compare or args.variant:
         argv_common = shared_argv(args) + (['--checkpoint', args.checkpoint]
                                            if args.checkpoint else [])
         runs = run_variants(Path(__file__), argv_common, variant_argvs(args))
