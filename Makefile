@@ -12,11 +12,11 @@ DEMO_CONFIG ?= configs/quickstart/co_dino_r18_k2_quickstart_synthetic.py
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: setup.py requirements.txt requirements/tests.txt
+$(VENV)/.installed: setup.py requirements.txt requirements/tests.txt requirements/export.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip "setuptools<81" wheel
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q --no-build-isolation -e ".[tests]"
+	$(PY) -m pip install -q --no-build-isolation -e ".[tests,export]"
 	touch $@
 
 lint: install

@@ -1,7 +1,7 @@
 """Shared pieces of the model benchmarks: config loading, synthetic batches, peak memory,
 per-component timers, and running several configs in fresh processes for comparison.
 
-Memory on a CPU is the process's resident-set high-water mark (``resource.getrusage``
+Memory on a CPU is the process's resident-set high-water mark (Linux's
 ``VmHWM``), which never goes down: to compare variants fairly each one runs in its own
 subprocess (``run_variants``).
 """

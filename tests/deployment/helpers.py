@@ -22,6 +22,7 @@ QUICKSTART_K2 = ROOT / 'configs/quickstart/co_dino_r18_k2_quickstart_synthetic.p
 QUICKSTART_DEFORM = ROOT / 'configs/quickstart/deformable_detr_pp_r18_quickstart_synthetic.py'
 R50_CO_DINO = ROOT / 'configs/co_dino/co_dino_5scale_r50_8xb2_1x_coco.py'
 FIXTURE_CONFIG = ROOT / 'configs/tests/co_dino_tiny_fixture.py'
+EXPORT_EXTRA = 'needs the export extra: pip install -r requirements/export.txt'
 SYNTHETIC_CLASSES = ('circle', 'square', 'triangle', 'star', 'cross', 'ring', 'hexagon',
                      'ellipse')
 

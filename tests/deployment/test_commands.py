@@ -12,7 +12,10 @@ import torch
 from codetr.deployment.commands import default_input_shape, export_main
 from codetr.deployment.tensorrt import profile_shapes, trtexec_command
 
-from .helpers import QUICKSTART_K0, QUICKSTART_K2, R50_CO_DINO
+from .helpers import EXPORT_EXTRA, QUICKSTART_K0, QUICKSTART_K2, R50_CO_DINO
+
+for _module in ('onnx', 'onnxruntime', 'onnxscript'):
+    pytest.importorskip(_module, reason=EXPORT_EXTRA)
 
 
 @pytest.fixture(scope='module')

@@ -12,13 +12,19 @@ import json
 import subprocess
 import sys
 
-import onnx
+import pytest
 import torch
 
 from codetr.deployment.export import read_metadata
 from codetr.deployment.runtime import OnnxDetector
 from codetr.deployment.verify import ParityReport, compare_detections, verify_on_batches
 from codetr.models.query_heads import detr_postprocess, finish_detections
+
+from .helpers import EXPORT_EXTRA
+
+onnx = pytest.importorskip('onnx', reason=EXPORT_EXTRA)
+for _module in ('onnxruntime', 'onnxscript'):
+    pytest.importorskip(_module, reason=EXPORT_EXTRA)
 
 
 def test_onnx_runtime_matches_pytorch_at_two_sizes(exported, quickstart_model,

@@ -10,6 +10,11 @@ import torch
 from codetr.apis import DetInferencer, inference_detector, init_deployed_detector
 from codetr.deployment.runtime import DeployedDetector, pad_batch
 
+from .helpers import EXPORT_EXTRA
+
+for _module in ('onnx', 'onnxruntime', 'onnxscript'):
+    pytest.importorskip(_module, reason=EXPORT_EXTRA)
+
 
 def test_det_inferencer_with_onnxruntime_matches_pytorch(exported, quickstart_model,
                                                          synthetic_val, tmp_path):
