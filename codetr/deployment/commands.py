@@ -8,7 +8,14 @@ from pathlib import Path
 from mmengine.config import Config, DictAction
 
 from .checks import ExportError
-from .export import DEFAULT_MAX_SIDE, DEFAULT_OPSET, FORMATS, InputSpec, export_model
+from .export import (
+    DEFAULT_MAX_SIDE,
+    DEFAULT_OPSET,
+    FORMATS,
+    MIN_OPSET,
+    InputSpec,
+    export_model,
+)
 
 VERIFY_IMAGES = 8
 SUFFIXES = {'onnx': '.onnx', 'torch_export': '.pt2'}
@@ -112,6 +119,12 @@ def export_main(argv: list[str] | None = None) -> int:
         _fail(f'--out {out} should end in {SUFFIXES[fmt]} for --format {fmt}')
     if args.batch < 1:
         _fail(f'--batch must be >= 1, got {args.batch}')
+    if fmt == 'onnx' and args.opset < MIN_OPSET:
+        _fail(f'--opset {args.opset} is too old: the deformable attention needs GridSample '
+              f'(opset >= {MIN_OPSET})')
+    if args.fp16 and fmt != 'onnx':
+        _fail('--fp16 makes a float16 ONNX graph (for GPU runtimes); for --format '
+              'torch_export run the program under torch.autocast instead')
     from codetr.apis import init_detector
     try:
         model = init_detector(args.config, args.checkpoint, device='cpu',

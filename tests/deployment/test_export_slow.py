@@ -3,6 +3,9 @@ reference size, Co-Deformable-DETR, static graphs, float16, and the tool end to 
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,6 +34,8 @@ from .helpers import (
 
 for _module in ('onnx', 'onnxruntime', 'onnxscript'):
     pytest.importorskip(_module, reason=EXPORT_EXTRA)
+
+from .test_export import assert_parity, reference_and_inputs  # noqa: E402
 
 pytestmark = pytest.mark.slow
 FIXTURE = 'fixtures/co_dino_tiny_mmdet3'
@@ -109,7 +114,7 @@ def test_co_dino_r50_on_coco128_at_the_reference_size(shared_dir, tmp_path):
 def test_co_deformable_detr_exports_and_matches(synthetic_batches, tmp_path):
     model = build_model(QUICKSTART_DEFORM)
     paths = _export(model, tmp_path, InputSpec(batch=2, height=160, width=160, dynamic=True))
-    _check(model, paths, synthetic_batches, min_compared=60)
+    _check(model, paths, synthetic_batches, min_compared=45)
 
 
 def test_static_graph_with_batch_2_pads_and_matches(quickstart_model, synthetic_batches,
@@ -119,7 +124,7 @@ def test_static_graph_with_batch_2_pads_and_matches(quickstart_model, synthetic_
     import onnx
     dims = onnx.load(str(paths['onnx'])).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims] == [2, 3, 160, 160]
-    _check(quickstart_model, paths, synthetic_batches, min_compared=60)  # batches of 1 and 3
+    _check(quickstart_model, paths, synthetic_batches, min_compared=45)  # batches of 1 and 2
 
 
 def test_float16_onnx_runs_and_stays_close(quickstart_model, synthetic_batches, tmp_path):
@@ -149,4 +154,33 @@ def test_export_tool_verifies_on_the_synthetic_set(quickstart_model, synthetic_v
                             str(synthetic_val), '--batch', '2']) == 0
         printed = capsys.readouterr().out
         assert 'verify: OK' in printed and 'largest box difference' in printed
-        assert printed.count(' compared, max box diff ') == 4
+        assert printed.count(' compared, max box diff ') == 3
+
+
+# A fresh interpreter in which ``import codetr`` fails: load the .pt2, run it on the saved
+# batches, save its raw outputs.
+WITHOUT_CODETR = """
+import sys
+sys.modules['codetr'] = None
+import torch
+extra = {'codetr.json': ''}
+program = torch.export.load(sys.argv[1], extra_files=extra).module()
+with torch.no_grad():
+    outputs = [program(images, sizes) for images, sizes in torch.load(sys.argv[2])]
+torch.save({'outputs': outputs, 'metadata': extra['codetr.json']}, sys.argv[3])
+"""
+
+
+def test_saved_program_runs_without_codetr_and_matches_pytorch(saved_program, quickstart_model,
+                                                               synthetic_batches, tmp_path):
+    """The .pt2 loads and runs with plain torch; its detections, finished with the
+    post-processing settings it carries, are the PyTorch model's at two sizes."""
+    references, inputs = reference_and_inputs(quickstart_model, synthetic_batches)
+    torch.save(inputs, tmp_path / 'inputs.pt')
+    result = subprocess.run(
+        [sys.executable, '-c', WITHOUT_CODETR, str(saved_program), str(tmp_path / 'inputs.pt'),
+         str(tmp_path / 'outputs.pt')], capture_output=True, text=True, cwd=tmp_path,
+        timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = torch.load(tmp_path / 'outputs.pt', weights_only=True)
+    assert_parity(references, saved['outputs'], json.loads(saved['metadata'])['postprocess'])

@@ -10,6 +10,7 @@ from torch import nn
 
 from codetr.deployment import DetrGraph, ExportError, check_exportable
 from codetr.deployment.graph import candidates_per_image
+from codetr.models.query_heads import CoDeformDETRHead
 from codetr.structures import DetDataSample
 
 from .helpers import QUICKSTART_DEFORM, QUICKSTART_K2, build_model
@@ -24,11 +25,17 @@ def _batch(model, sizes: list[tuple[int, int]], seed: int = 0) -> dict:
     return model.data_preprocessor(dict(inputs=images, data_samples=samples), False)
 
 
-@pytest.mark.parametrize('config', [QUICKSTART_K2, QUICKSTART_DEFORM], ids=['co_dino_k2',
-                                                                            'deformable_detr'])
-def test_graph_gives_the_models_top_k(config):
-    """No NMS here (it follows the graph): the graph's top-k equals predict's detections."""
-    model = build_model(config, dict(model=dict(test_cfg=dict(query_head=dict(nms=None)))))
+NO_NMS = dict(model=dict(test_cfg=dict(query_head=dict(nms=None))))
+
+
+@pytest.fixture(scope='module', params=['co_dino_k2', 'deformable_detr'])
+def model(request):
+    """Without NMS (it follows the graph), so the graph's top-k is predict's output."""
+    config = QUICKSTART_K2 if request.param == 'co_dino_k2' else QUICKSTART_DEFORM
+    return build_model(config, NO_NMS)
+
+
+def test_graph_gives_the_models_top_k(model):
     data = _batch(model, [(150, 160), (128, 112)])
     sizes = torch.tensor([s.metainfo['img_shape'] for s in data['data_samples']])
     graph = DetrGraph(model)
@@ -38,7 +45,6 @@ def test_graph_gives_the_models_top_k(config):
         boxes, scores, labels = graph(data['inputs'], sizes)
     assert boxes.shape == (2, graph.top_k, 4) and graph.top_k == model.query_head.test_cfg[
         'max_per_img']
-    assert not any(isinstance(m, nn.Identity) for m in graph.modules())
     for i, sample in enumerate(expected):
         pred = sample.pred_instances
         assert torch.equal(pred.labels, labels[i])
@@ -50,19 +56,20 @@ def test_graph_gives_the_models_top_k(config):
         'MultiScaleDeformableAttention'
 
 
-def test_deformable_detr_with_nms_returns_all_queries_for_nms_then_caps():
-    model = build_model(QUICKSTART_DEFORM, dict(model=dict(test_cfg=dict(query_head=dict(
-        nms=dict(type='soft_nms', iou_threshold=0.8), max_per_img=7)))))
-    assert candidates_per_image(model.query_head) == model.query_head.num_queries
-    model = build_model(QUICKSTART_DEFORM, dict(model=dict(test_cfg=dict(query_head=dict(
-        max_per_img=7)))))
-    assert candidates_per_image(model.query_head) == 7
-
-
-def test_aux_head_evaluation_is_refused_with_the_fix():
-    model = build_model(QUICKSTART_K2, dict(model=dict(test_cfg=dict(eval_module='one-stage'))))
-    with pytest.raises(ExportError, match="eval_module='one-stage'.*eval_module=detr"):
-        check_exportable(model)
+def test_candidates_before_nms(model):
+    """Co-Deformable-DETR with NMS hands all num_queries pairs to NMS, then caps (as its
+    predict does); otherwise the graph keeps max_per_img."""
+    head = model.query_head
+    cfg = dict(head.test_cfg)
+    try:
+        head.test_cfg.update(nms=dict(type='soft_nms', iou_threshold=0.8), max_per_img=7)
+        expected = head.num_queries if isinstance(head, CoDeformDETRHead) else 7
+        assert candidates_per_image(head) == expected
+        head.test_cfg.update(nms=None)
+        assert candidates_per_image(head) == 7
+    finally:
+        head.test_cfg.clear()
+        head.test_cfg.update(cfg)
 
 
 class _OtherBackbone(nn.Module):

@@ -47,9 +47,9 @@ def test_image_demo_draws_onnxruntime_detections(exported, quickstart_model, syn
     demo.main([str(synthetic_val), str(config), '--weights', str(exported['onnx']),
                '--backend', 'onnxruntime', '--out-dir', str(tmp_path), '--pred-score-thr',
                '0.5'])
-    assert len(list((tmp_path / 'vis').glob('*.png'))) == 4
+    assert len(list((tmp_path / 'vis').glob('*.png'))) == 3
     preds = [json.loads(p.read_text()) for p in (tmp_path / 'preds').glob('*.json')]
-    assert len(preds) == 4 and all(max(p['scores']) > 0.5 for p in preds)
+    assert len(preds) == 3 and all(max(p['scores']) > 0.5 for p in preds)
 
 
 def test_deployed_detector_needs_the_exported_file(quickstart_model):

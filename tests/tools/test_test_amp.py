@@ -51,11 +51,11 @@ def _ranking_free_model(data: dict):
     """The spread quick-start Co-DINO made independent of the proposal ranking, which
     bfloat16 rounding reorders (the k-th proposal is paired with the k-th content query):
     every encoder position is selected and all content queries are one (as
-    tests/test_bf16_autocast.py does)."""
-    probe = build_model(QUICKSTART_K0)
-    with torch.no_grad():
-        batch = probe.data_preprocessor(copy.deepcopy(data), False)
-        positions = sum(f.shape[-2] * f.shape[-1] for f in probe.extract_feat(batch['inputs']))
+    tests/test_bf16_autocast.py does). Its levels are strides 8, 16 and 32 of the padded
+    batch: ResNet's padded convolutions give ceil(side / stride)."""
+    height = max(img.shape[1] for img in data['inputs'])
+    width = max(img.shape[2] for img in data['inputs'])
+    positions = sum(-(-height // s) * -(-width // s) for s in (8, 16, 32))
     model = build_model(QUICKSTART_K0, dict(model=dict(
         query_head=dict(num_queries=positions),
         test_cfg=dict(query_head=dict(max_per_img=positions * 8, nms=None)))))
