@@ -2,14 +2,21 @@
 
 Used by ``inference.py --backend torch onnxruntime export``. The parent process builds the
 model once (seeded random weights, or ``--checkpoint``), saves its weights and exports one
-dynamic-shape graph (ONNX and ``.pt2`` from one trace); then every (backend, batch size)
-pair runs in a fresh process (peak RSS only grows within a process) that times ``predict``
-on the same preprocessed synthetic batch: eager ``model.predict``, or the exported graph plus
-the same post-processing (threshold, rescale, soft-NMS where the config has it). Data
-loading and preprocessing are not timed in any.
+dynamic-shape graph (ONNX and ``.pt2`` from one trace). Then, per batch size:
+
+- **time**: one fresh process holds every backend and calls them in turn, ``--iters`` rounds
+  after ``--warmup``: on a shared machine the load drifts over minutes, and alternating
+  puts each backend's calls in the same conditions (medians per backend);
+- **memory**: one fresh process per backend (peak RSS only grows within a process) runs
+  ``--warmup`` + 1 calls and reports its peak RSS.
+
+Each call is ``predict`` on the same preprocessed synthetic batch: eager ``model.predict``,
+or the exported graph plus the same post-processing (threshold, rescale, soft-NMS where the
+config has it). Data loading and preprocessing are not timed.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import sys
 import tempfile
@@ -64,37 +71,47 @@ def prepare(args, workdir: Path) -> dict:
         spec = InputSpec(batch=max(args.batch_sizes), height=height, width=width, dynamic=True,
                          max_side=max(2048, height, width))
         start = time.perf_counter()
-        export_model(model, paths, spec)
+        with contextlib.redirect_stdout(sys.stderr):  # the exporter's progress lines
+            export_model(model, paths, spec)
         export_s = round(time.perf_counter() - start, 1)
     return dict(weights=str(weights), files={k: str(v) for k, v in paths.items()},
                 export_s=export_s)
 
 
 def compare(args, script: Path) -> dict:
-    """Every backend at every batch size, each in a fresh process; ratios to torch."""
+    """Every backend at every batch size; ratios to torch (see the module note)."""
     with tempfile.TemporaryDirectory(prefix='codetr_backends_') as tmp:
         prepared = prepare(args, Path(tmp))
-        runs: dict[str, dict] = {}
-        for backend in args.backend:
-            for batch in args.batch_sizes:
-                model_file = (prepared['files'][EXPORT_FORMATS[backend]]
-                              if backend in EXPORT_FORMATS else prepared['weights'])
-                argv = [sys.executable, str(script), args.config, '--backend-run', backend,
-                        '--model-file', model_file, '--batch-size', str(batch),
-                        '--img-size', _size_text(args.img_size), '--iters', str(args.iters),
-                        '--warmup', str(args.warmup), '--ort-opt-level', args.ort_opt_level]
-                if args.threads:
-                    argv += ['--threads', str(args.threads)]
-                if args.ort_no_arena:
-                    argv.append('--ort-no-arena')
-                if args.cfg_options:
-                    argv += ['--cfg-options'] + [f'{k}={v}' for k, v in args.cfg_options.items()]
-                runs.setdefault(backend, {})[f'batch_{batch}'] = run_json(
-                    argv, f'{backend} batch {batch}')
+        files = {b: prepared['files'][EXPORT_FORMATS[b]] if b in EXPORT_FORMATS
+                 else prepared['weights'] for b in args.backend}
+        runs: dict[str, dict] = {b: {} for b in args.backend}
+        for batch in args.batch_sizes:
+            timed = run_json(_child_argv(args, script, batch, files, args.iters),
+                             f'timing at batch {batch}')
+            for backend in args.backend:
+                memory = run_json(_child_argv(args, script, batch, {backend: files[backend]},
+                                              iters=1), f'{backend} memory at batch {batch}')
+                runs[backend][f'batch_{batch}'] = {
+                    **timed[backend], 'peak_mem_mb': memory[backend]['peak_mem_mb'],
+                    'memory': memory[backend]['memory']}
     return {'benchmark': 'inference_backends', 'config': args.config,
             'img_size': _size_text(args.img_size), 'threads': args.threads,
-            'export_s': prepared['export_s'], 'runs': runs,
-            'vs_torch': _vs_torch(runs)}
+            'export_s': prepared['export_s'], 'runs': runs, 'vs_torch': _vs_torch(runs)}
+
+
+def _child_argv(args, script: Path, batch: int, files: dict[str, str], iters: int) -> list:
+    argv = [sys.executable, str(script), args.config, '--backend-run',
+            *[f'{backend}={path}' for backend, path in files.items()],
+            '--batch-size', str(batch), '--img-size', _size_text(args.img_size),
+            '--iters', str(iters), '--warmup', str(args.warmup),
+            '--ort-opt-level', args.ort_opt_level]
+    if args.threads:
+        argv += ['--threads', str(args.threads)]
+    if args.ort_no_arena:
+        argv.append('--ort-no-arena')
+    if args.cfg_options:
+        argv += ['--cfg-options'] + [f'{k}={v}' for k, v in args.cfg_options.items()]
+    return argv
 
 
 def _size_text(img_size: int | tuple[int, int]) -> str:
@@ -118,15 +135,15 @@ def _vs_torch(runs: dict) -> dict:
     return ratios
 
 
-def _predictor(args, cfg):
-    """``(predict(inputs, samples), data_preprocessor)`` for ``args.backend_run``."""
-    if args.backend_run == 'torch':
+def _predictor(args, backend: str, model_file: str, cfg):
+    """``(predict(inputs, samples), data_preprocessor)`` of one backend."""
+    if backend == 'torch':
         from inference import load_weights
         model = build_model(cfg, torch.device('cpu')).eval()
-        load_weights(model, args.model_file)
+        load_weights(model, model_file)
         return model.predict, model.data_preprocessor
     from codetr.deployment.runtime import OnnxDetector, ProgramDetector
-    if args.backend_run == 'onnxruntime':
+    if backend == 'onnxruntime':
         import onnxruntime as ort
         level = {'disable': ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
                  'basic': ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -134,41 +151,52 @@ def _predictor(args, cfg):
                  'all': ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[args.ort_opt_level]
         options = dict(graph_optimization_level=level,
                        enable_cpu_mem_arena=not args.ort_no_arena)
-        runner = OnnxDetector(args.model_file, cfg, threads=args.threads,
-                              session_options=options)
+        runner = OnnxDetector(model_file, cfg, threads=args.threads, session_options=options)
     else:
-        runner = ProgramDetector(args.model_file, cfg)
+        runner = ProgramDetector(model_file, cfg)
     return runner.predict, runner.data_preprocessor
 
 
-def measure_backend(args) -> dict:
-    """Time ``predict`` of one backend at one batch size (run in its own process)."""
+def measure_backends(args) -> dict:
+    """Time the backends of ``args.backend_run`` (``name=file`` each) in turn, in this
+    process; with one backend its peak RSS is the backend's own."""
     cfg = load_config(args.config, args.cfg_options)
     torch.manual_seed(0)
-    predict, preprocessor = _predictor(args, cfg)
-    num_classes = cfg.model.query_head.num_classes
-    raw = synthetic_batch(args.batch_size, args.img_size, 0, num_classes)
     memory = PeakMemory(torch.device('cpu'))
-    times = []
+    predictors, data = {}, None
+    for item in args.backend_run:
+        backend, _, model_file = item.partition('=')
+        predictors[backend], preprocessor = _predictor(args, backend, model_file, cfg)
+        if data is None:
+            raw = synthetic_batch(args.batch_size, args.img_size, 0,
+                                  cfg.model.query_head.num_classes)
+            with torch.no_grad():
+                data = preprocessor(raw, False)
+    memory.start()
+    times: dict[str, list[float]] = {b: [] for b in predictors}
     with torch.no_grad():
-        data = preprocessor(raw, False)
-        memory.start()
         for it in range(args.warmup + args.iters):
-            samples = copy.deepcopy(data['data_samples'])
-            start = time.perf_counter()
-            predict(data['inputs'], samples)
-            if it >= args.warmup:
-                times.append(time.perf_counter() - start)
-    batch_s = median(times)
+            for backend, predict in predictors.items():
+                samples = copy.deepcopy(data['data_samples'])
+                start = time.perf_counter()
+                predict(data['inputs'], samples)
+                if it >= args.warmup:
+                    times[backend].append(time.perf_counter() - start)
     report = memory.report()
-    return {'backend': args.backend_run, 'batch_size': args.batch_size,
+    return {backend: _summary(args, backend, backend_times, report)
+            for backend, backend_times in times.items()}
+
+
+def _summary(args, backend: str, times: list[float], memory: dict) -> dict:
+    batch_s = median(times)
+    return {'backend': backend, 'batch_size': args.batch_size,
             'img_size': _size_text(args.img_size), 'threads': torch.get_num_threads(),
             'iters': args.iters, 'batch_s': round(batch_s, 4),
             'per_image_s': round(batch_s / args.batch_size, 4),
-            'images_per_s': round(args.batch_size / batch_s, 3), 'times_s': [
-                round(t, 4) for t in times],
-            'peak_mem_mb': report['peak_mb'], 'memory': report,
-            'ort_opt_level': args.ort_opt_level if args.backend_run == 'onnxruntime' else None}
+            'images_per_s': round(args.batch_size / batch_s, 3),
+            'times_s': [round(t, 4) for t in times], 'peak_mem_mb': memory['peak_mb'],
+            'memory': memory,
+            'ort_opt_level': args.ort_opt_level if backend == 'onnxruntime' else None}
 
 
-__all__ = ['BACKENDS', 'ORT_LEVELS', 'compare', 'measure_backend', 'parse_img_size']
+__all__ = ['BACKENDS', 'ORT_LEVELS', 'compare', 'measure_backends', 'parse_img_size']

@@ -28,7 +28,7 @@ from mmengine.config import DictAction
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from backends import BACKENDS, ORT_LEVELS, compare, measure_backend, parse_img_size  # noqa: E402
+from backends import BACKENDS, ORT_LEVELS, compare, measure_backends, parse_img_size  # noqa: E402
 from common import (  # noqa: E402
     ComponentTimer,
     PeakMemory,
@@ -75,8 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='ONNX Runtime graph optimisation level')
     parser.add_argument('--ort-no-arena', action='store_true',
                         help="ONNX Runtime without its CPU memory arena")
-    parser.add_argument('--backend-run', choices=BACKENDS, help=argparse.SUPPRESS)
-    parser.add_argument('--model-file', help=argparse.SUPPRESS)
+    # internal: 'backend=file' pairs timed in turn by one child process of --backend
+    parser.add_argument('--backend-run', nargs='+', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.backend_run:
-        result = measure_backend(args)
+        result = measure_backends(args)
     elif args.backend:
         result = compare(args, Path(__file__))
     elif args.compare or args.variant:

@@ -106,3 +106,37 @@ def test_train_step_amp_and_glibc_tunables_run_as_asked(capsys, monkeypatch):
     assert result['vs_reference']['reference']['precision'] == 'float32'
     plain = script.main([CONFIG, '--warmup', '0', *TINY_RUN])
     assert plain['precision'] == 'float32' and plain['glibc_tunables'] is None
+
+
+def test_backend_sizes_and_ratios_to_eager():
+    backends = load_script('backends')
+    assert backends.parse_img_size('320') == 320
+    assert backends.parse_img_size('800x1333') == (800, 1333)
+    runs = {'torch': {'batch_1': {'batch_s': 2.0, 'peak_mem_mb': 1000.0}},
+            'onnxruntime': {'batch_1': {'batch_s': 1.0, 'peak_mem_mb': 1200.0}}}
+    assert backends._vs_torch(runs)['onnxruntime'] == {
+        'batch_1': {'speedup': 2.0, 'memory_ratio': 1.2}}
+    batch = load_script('common').synthetic_batch(2, (48, 64), 3, 5)
+    assert batch['inputs'][0].shape == (3, 48, 64)
+    assert batch['data_samples'][1].metainfo['img_shape'] == (48, 64)
+
+
+@pytest.mark.slow  # an export plus four fresh processes (about a minute of CPU)
+def test_backends_side_by_side_json(capsys):
+    pytest.importorskip('onnxruntime')
+    config = str(ROOT / 'configs/quickstart/co_dino_r18_k0_quickstart_synthetic.py')
+    result = load_script('inference').main(
+        [config, '--backend', 'torch', 'onnxruntime', '--batch-sizes', '1', '2',
+         '--img-size', '96x128', '--iters', '1', '--warmup', '1', '--threads', '1'])
+    assert printed_json(capsys) == result
+    assert result['benchmark'] == 'inference_backends' and result['img_size'] == '96x128'
+    for backend in ('torch', 'onnxruntime'):
+        for key, batch in (('batch_1', 1), ('batch_2', 2)):
+            run = result['runs'][backend][key]
+            assert run['batch_size'] == batch and run['batch_s'] > 0
+            assert run['per_image_s'] == pytest.approx(run['batch_s'] / batch, rel=1e-2)
+            assert run['peak_mem_mb'] >= run['memory']['baseline_mb'] > 0
+    speedup = result['vs_torch']['onnxruntime']['batch_1']['speedup']
+    assert speedup == pytest.approx(result['runs']['torch']['batch_1']['batch_s'] /
+                                    result['runs']['onnxruntime']['batch_1']['batch_s'],
+                                    rel=1e-2)
