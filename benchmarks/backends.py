@@ -7,8 +7,9 @@ dynamic-shape graph (ONNX and ``.pt2`` from one trace). Then, per batch size:
 - **time**: one fresh process holds every backend and calls them in turn, ``--iters`` rounds
   after ``--warmup``: on a shared machine the load drifts over minutes, and alternating
   puts each backend's calls in the same conditions (medians per backend);
-- **memory**: one fresh process per backend (peak RSS only grows within a process) runs
-  ``--warmup`` + 1 calls and reports its peak RSS.
+- **memory**: one fresh process per backend runs ``--warmup`` + 1 calls and reports its peak
+  RSS from the first call on (Linux's high-water mark is reset before it, so the model's
+  construction does not count; imports, weights and runtime stay resident and do).
 
 Each call is ``predict`` on the same preprocessed synthetic batch: eager ``model.predict``,
 or the exported graph plus the same post-processing (threshold, rescale, soft-NMS where the
@@ -162,7 +163,7 @@ def measure_backends(args) -> dict:
     process; with one backend its peak RSS is the backend's own."""
     cfg = load_config(args.config, args.cfg_options)
     torch.manual_seed(0)
-    memory = PeakMemory(torch.device('cpu'))
+    memory = PeakMemory(torch.device('cpu'), reset_peak=True)
     predictors, data = {}, None
     for item in args.backend_run:
         backend, _, model_file = item.partition('=')

@@ -130,13 +130,26 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _reset_peak_rss() -> bool:
+    """Reset this process's VmHWM to its current RSS (Linux >= 4.0); False if impossible."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as refs:
+            refs.write('5')
+        return True
+    except OSError:
+        return False
+
+
 class PeakMemory:
     """Peak memory in MB: on CUDA ``max_memory_allocated``; on a CPU the RSS high-water mark
     of the process (:func:`peak_rss_mb`), and its growth over the level at ``start()``."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, reset_peak: bool = False) -> None:
         self.device = device
         self.baseline_mb = 0.0
+        # Linux: writing 5 to /proc/self/clear_refs resets VmHWM to the current RSS, so the
+        # peak covers only what follows start() (not, e.g., the model's initialisation).
+        self.reset_peak = reset_peak
 
     def _now_mb(self) -> float:
         if self.device.type == 'cuda':
@@ -148,12 +161,17 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self.baseline_mb = torch.cuda.memory_allocated(self.device) / 2**20
+        elif self.reset_peak and _reset_peak_rss():
+            self.baseline_mb = self._now_mb()
         else:
             self.baseline_mb = self._now_mb()
+            self.reset_peak = False
 
     def report(self) -> dict[str, float]:
         kind = 'cuda_max_allocated' if self.device.type == 'cuda' else 'cpu_peak_rss'
         peak = self._now_mb()
+        if self.reset_peak and self.device.type != 'cuda':
+            kind = 'cpu_peak_rss_since_start'
         return {'kind': kind, 'peak_mb': round(peak, 1),
                 'baseline_mb': round(self.baseline_mb, 1),
                 'delta_mb': round(peak - self.baseline_mb, 1)}

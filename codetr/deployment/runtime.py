@@ -120,7 +120,8 @@ class OnnxDetector(DeployedDetector):
         path, cfg: see :class:`DeployedDetector`.
         device: ``'cpu'`` or ``'cuda[:N]'`` (needs the onnxruntime-gpu build).
         threads: ONNX Runtime's intra-op threads (default: its own choice, the core count).
-        session_options: extra ``onnxruntime.SessionOptions`` attributes.
+        session_options: ``onnxruntime.SessionOptions`` attributes to set (defaults: all
+            graph optimisations, no CPU memory arena).
     """
 
     def __init__(self, path: str | Path, cfg: Config | None = None, device: str = 'cpu',
@@ -133,6 +134,9 @@ class OnnxDetector(DeployedDetector):
                               'requirements/export.txt') from err
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Without the arena freed activations go back to the allocator: at the R50 setting
+        # the peak RSS is ~250 MB lower, at no measurable cost in time.
+        options.enable_cpu_mem_arena = False
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
