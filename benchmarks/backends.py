@@ -108,8 +108,8 @@ def _child_argv(args, script: Path, batch: int, files: dict[str, str], iters: in
             '--ort-opt-level', args.ort_opt_level]
     if args.threads:
         argv += ['--threads', str(args.threads)]
-    if args.ort_no_arena:
-        argv.append('--ort-no-arena')
+    if args.ort_arena:
+        argv.append('--ort-arena')
     if args.cfg_options:
         argv += ['--cfg-options'] + [f'{k}={v}' for k, v in args.cfg_options.items()]
     return argv
@@ -151,7 +151,7 @@ def _predictor(args, backend: str, model_file: str, cfg):
                  'extended': ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
                  'all': ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[args.ort_opt_level]
         options = dict(graph_optimization_level=level,
-                       enable_cpu_mem_arena=not args.ort_no_arena)
+                       enable_cpu_mem_arena=args.ort_arena)
         runner = OnnxDetector(model_file, cfg, threads=args.threads, session_options=options)
     else:
         runner = ProgramDetector(model_file, cfg)

@@ -73,8 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='batch sizes of the --backend runs')
     parser.add_argument('--ort-opt-level', choices=ORT_LEVELS, default='all',
                         help='ONNX Runtime graph optimisation level')
-    parser.add_argument('--ort-no-arena', action='store_true',
-                        help="ONNX Runtime without its CPU memory arena")
+    parser.add_argument('--ort-arena', action='store_true',
+                        help="ONNX Runtime with its CPU memory arena (off by default: lower "
+                        'peak memory)')
     # internal: 'backend=file' pairs timed in turn by one child process of --backend
     parser.add_argument('--backend-run', nargs='+', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
