@@ -25,14 +25,10 @@ import time
 from pathlib import Path
 
 import torch
-from common import (
-    PeakMemory,
-    build_model,
-    load_config,
-    median,
-    run_json,
-    synthetic_batch,
-)
+from common import build_model, load_config, median, run_json
+from mmengine.structures import InstanceData
+
+from codetr.structures import DetDataSample
 
 BACKENDS = ('torch', 'onnxruntime', 'export')
 EXPORT_FORMATS = {'onnxruntime': 'onnx', 'export': 'torch_export'}
@@ -50,6 +46,60 @@ def parse_img_size(text: str) -> int | tuple[int, int]:
 
 def _hw(img_size: int | tuple[int, int]) -> tuple[int, int]:
     return (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+
+
+def synthetic_images(batch_size: int, img_size: int | tuple[int, int], seed: int = 0) -> dict:
+    """A raw batch as the test dataloader gives it: uint8 (3, H, W) random images (``img_size``
+    S for S x S, or (H, W)) and samples with their metainfo, no boxes (predict needs none)."""
+    height, width = _hw(img_size)
+    g = torch.Generator().manual_seed(seed)
+    inputs, samples = [], []
+    for i in range(batch_size):
+        inputs.append(torch.randint(0, 256, (3, height, width), generator=g,
+                                    dtype=torch.uint8))
+        sample = DetDataSample(metainfo=dict(
+            img_id=i, img_path=f'synthetic_{i}.jpg', img_shape=(height, width),
+            ori_shape=(height, width), scale_factor=(1.0, 1.0), flip=False,
+            flip_direction=None))
+        sample.gt_instances = InstanceData(bboxes=torch.zeros(0, 4),
+                                           labels=torch.zeros(0, dtype=torch.long))
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def peak_rss_mb() -> float:
+    """This process's resident-set high-water mark in MB: Linux's ``VmHWM``, which belongs to
+    the process's own address space (``ru_maxrss`` survives ``exec``: a child started by a
+    large parent reports at least the parent's size at the fork)."""
+    with open('/proc/self/status') as status:
+        for line in status:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError('no VmHWM in /proc/self/status: the backend benchmark needs Linux')
+
+
+class PeakSinceStart:
+    """Peak RSS in MB from ``start()`` on: writing 5 to ``/proc/self/clear_refs`` (Linux >= 4.0)
+    resets ``VmHWM`` to the current RSS, so the model's construction does not count."""
+
+    def __init__(self) -> None:
+        self.baseline_mb = 0.0
+        self.reset = False
+
+    def start(self) -> None:
+        try:
+            with open('/proc/self/clear_refs', 'w') as refs:
+                refs.write('5')
+            self.reset = True
+        except OSError:  # the peak then includes what came before start()
+            self.reset = False
+        self.baseline_mb = peak_rss_mb()
+
+    def report(self) -> dict:
+        peak = peak_rss_mb()
+        return {'kind': 'cpu_peak_rss_since_start' if self.reset else 'cpu_peak_rss',
+                'peak_mb': round(peak, 1), 'baseline_mb': round(self.baseline_mb, 1),
+                'delta_mb': round(peak - self.baseline_mb, 1)}
 
 
 def prepare(args, workdir: Path) -> dict:
@@ -163,14 +213,13 @@ def measure_backends(args) -> dict:
     process; with one backend its peak RSS is the backend's own."""
     cfg = load_config(args.config, args.cfg_options)
     torch.manual_seed(0)
-    memory = PeakMemory(torch.device('cpu'), reset_peak=True)
+    memory = PeakSinceStart()
     predictors, data = {}, None
     for item in args.backend_run:
         backend, _, model_file = item.partition('=')
         predictors[backend], preprocessor = _predictor(args, backend, model_file, cfg)
         if data is None:
-            raw = synthetic_batch(args.batch_size, args.img_size, 0,
-                                  cfg.model.query_head.num_classes)
+            raw = synthetic_images(args.batch_size, args.img_size)
             with torch.no_grad():
                 data = preprocessor(raw, False)
     memory.start()

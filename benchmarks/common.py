@@ -1,8 +1,8 @@
 """Shared pieces of the model benchmarks: config loading, synthetic batches, peak memory,
 per-component timers, and running several configs in fresh processes for comparison.
 
-Memory on a CPU is the process's resident-set high-water mark (Linux's
-``VmHWM``), which never goes down: to compare variants fairly each one runs in its own
+Memory on a CPU is the process's resident-set high-water mark (``resource.getrusage``
+``ru_maxrss``), which never goes down: to compare variants fairly each one runs in its own
 subprocess (``run_variants``).
 """
 from __future__ import annotations
@@ -31,6 +31,7 @@ if str(REPO_ROOT) not in sys.path:
 from codetr.registry import MODELS  # noqa: E402
 from codetr.structures import DetDataSample  # noqa: E402
 from codetr.utils import register_all_modules  # noqa: E402
+from codetr.utils.progress import track  # noqa: E402
 
 # The MMDetection Co-DETR port measured on a shared 2-core CPU with the reference setting
 # (configs/co_dino/co_dino_5scale_r50_8xb2_1x_coco.py, batch 2 at 320x320, 3 boxes each);
@@ -88,90 +89,81 @@ def num_classes_of(model: nn.Module) -> int:
     return int(getattr(model.query_head, 'num_classes', 1))
 
 
-def synthetic_batch(batch_size: int, img_size: int | tuple[int, int], num_gt: int,
-                    num_classes: int, seed: int = 0) -> dict:
-    """A raw batch as the dataloader gives it: uint8 (3, H, W) images (``img_size`` is S for
-    S x S, or (H, W)) and samples with ``num_gt`` random boxes each, xyxy in input pixels
-    (sides 8 px .. half the shorter side)."""
-    height, width = (img_size, img_size) if isinstance(img_size, int) else img_size
-    side = min(height, width)
+def synthetic_batch(batch_size: int, img_size: int, num_gt: int, num_classes: int,
+                    seed: int = 0) -> dict:
+    """A raw batch as the dataloader gives it: uint8 (3, S, S) images and samples with
+    ``num_gt`` random boxes each, xyxy in input pixels (sides 8 px .. S/2 px)."""
     g = torch.Generator().manual_seed(seed)
     inputs, samples = [], []
     for i in range(batch_size):
-        inputs.append(torch.randint(0, 256, (3, height, width), generator=g,
+        inputs.append(torch.randint(0, 256, (3, img_size, img_size), generator=g,
                                     dtype=torch.uint8))
-        xy = torch.rand(num_gt, 2, generator=g) * side / 2
-        wh = 8 + torch.rand(num_gt, 2, generator=g) * (side / 2 - 8)
+        xy = torch.rand(num_gt, 2, generator=g) * img_size / 2
+        wh = 8 + torch.rand(num_gt, 2, generator=g) * (img_size / 2 - 8)
         sample = DetDataSample(metainfo=dict(
-            img_id=i, img_path=f'synthetic_{i}.jpg', img_shape=(height, width),
-            ori_shape=(height, width), scale_factor=(1.0, 1.0), flip=False,
+            img_id=i, img_path=f'synthetic_{i}.jpg', img_shape=(img_size, img_size),
+            ori_shape=(img_size, img_size), scale_factor=(1.0, 1.0), flip=False,
             flip_direction=None))
         sample.gt_instances = InstanceData(
-            bboxes=(torch.cat([xy, xy + wh], 1)).clamp(max=side),
+            bboxes=(torch.cat([xy, xy + wh], 1)).clamp(max=img_size),
             labels=torch.randint(0, num_classes, (num_gt,), generator=g))
         samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
 
 
-def peak_rss_mb() -> float:
-    """This process's resident-set high-water mark in MB.
+class SavedTensorMeter:
+    """MB of the tensors autograd keeps for the backward pass of one forward (activations).
 
-    Linux's ``VmHWM`` (``/proc/self/status``) belongs to the process's own address space;
-    ``getrusage``'s ``ru_maxrss`` (the fallback) survives ``exec``, so a process started by a
-    large parent reports at least the parent's size at the fork.
+    Use ``with meter.recording(model):`` around a forward pass. Parameters (and views of
+    them) are not counted; tensors saved inside activation-checkpointed regions are dropped
+    by the checkpoint's own hooks, so only what checkpointing keeps is counted. Storages
+    are counted once however many tensors view them.
     """
-    try:
-        with open('/proc/self/status') as status:
-            for line in status:
-                if line.startswith('VmHWM:'):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
+    def __init__(self) -> None:
+        self.saved_mb = 0.0
 
-def _reset_peak_rss() -> bool:
-    """Reset this process's VmHWM to its current RSS (Linux >= 4.0); False if impossible."""
-    try:
-        with open('/proc/self/clear_refs', 'w') as refs:
-            refs.write('5')
-        return True
-    except OSError:
-        return False
+    @contextmanager
+    def recording(self, model: nn.Module) -> Iterator[None]:
+        params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        seen: dict[int, int] = {}
+
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            storage = tensor.untyped_storage()
+            ptr = storage.data_ptr()
+            if ptr not in params and tensor.device.type != 'meta':
+                seen[ptr] = storage.nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            yield
+        self.saved_mb = round(sum(seen.values()) / 2**20, 1)
 
 
 class PeakMemory:
     """Peak memory in MB: on CUDA ``max_memory_allocated``; on a CPU the RSS high-water mark
-    of the process (:func:`peak_rss_mb`), and its growth over the level at ``start()``."""
+    of the process, and its growth over the level at ``start()``."""
 
-    def __init__(self, device: torch.device, reset_peak: bool = False) -> None:
+    def __init__(self, device: torch.device) -> None:
         self.device = device
         self.baseline_mb = 0.0
-        # Linux: writing 5 to /proc/self/clear_refs resets VmHWM to the current RSS, so the
-        # peak covers only what follows start() (not, e.g., the model's initialisation).
-        self.reset_peak = reset_peak
 
     def _now_mb(self) -> float:
         if self.device.type == 'cuda':
             return torch.cuda.max_memory_allocated(self.device) / 2**20
-        return peak_rss_mb()
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
     def start(self) -> None:
         if self.device.type == 'cuda':
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self.baseline_mb = torch.cuda.memory_allocated(self.device) / 2**20
-        elif self.reset_peak and _reset_peak_rss():
-            self.baseline_mb = self._now_mb()
         else:
             self.baseline_mb = self._now_mb()
-            self.reset_peak = False
 
     def report(self) -> dict[str, float]:
         kind = 'cuda_max_allocated' if self.device.type == 'cuda' else 'cpu_peak_rss'
         peak = self._now_mb()
-        if self.reset_peak and self.device.type != 'cuda':
-            kind = 'cpu_peak_rss_since_start'
         return {'kind': kind, 'peak_mb': round(peak, 1),
                 'baseline_mb': round(self.baseline_mb, 1),
                 'delta_mb': round(peak - self.baseline_mb, 1)}
@@ -284,7 +276,7 @@ def run_variants(script: Path, base_argv: list[str], variants: dict[str, list[st
         variants: ``{name: [config, extra args...]}``.
     """
     return {name: run_json([sys.executable, str(script), *argv, *base_argv], f'variant {name!r}')
-            for name, argv in variants.items()}
+            for name, argv in track(list(variants.items()), script.stem, unit='variants')}
 
 
 def run_json(cmd: list[str], label: str, env: dict | None = None) -> dict:

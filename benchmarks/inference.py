@@ -41,6 +41,7 @@ from common import (  # noqa: E402
     run_variants,
     sync,
     synthetic_batch,
+    track,
     vs_reference,
 )
 from train_step import shared_argv, variant_argvs  # noqa: E402
@@ -105,7 +106,7 @@ def measure(args: argparse.Namespace) -> dict:
         data = model.data_preprocessor(raw, training=False)
         memory.start()
         times, parts = [], []
-        for it in range(args.warmup + args.iters):
+        for it in track(range(args.warmup + args.iters), 'inference', unit='batches'):
             timer.reset()
             timer.active = it >= args.warmup
             sync(device)

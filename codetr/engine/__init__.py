@@ -13,12 +13,22 @@ from .checkpoint import (
 )
 from .distributed import CPUDistributedDataParallel, adapt_cfg_to_device, shutdown_distributed
 from .hooks import AtomicCheckpointHook, NonFiniteLossHook
+from .layer_decay import LayerDecayOptimWrapperConstructor
 from .optim_wrappers import BFloat16OptimWrapper
-from .runner import CodetrRunner
+from .runner import CodetrFlexibleRunner, CodetrRunner
+from .strategies import (
+                         CodetrDDPStrategy,
+                         CodetrFSDPStrategy,
+                         configure_strategy,
+                         layer_wrap_policy,
+)
 
 allow_mmengine_checkpoint_types()
 
 __all__ = ['SAFE_GLOBALS', 'AtomicCheckpointHook', 'BFloat16OptimWrapper',
-           'CPUDistributedDataParallel', 'CheckpointError', 'CodetrRunner', 'NonFiniteLossHook',
+           'CPUDistributedDataParallel', 'CheckpointError', 'CodetrDDPStrategy',
+           'CodetrFSDPStrategy', 'CodetrFlexibleRunner', 'CodetrRunner',
+           'LayerDecayOptimWrapperConstructor', 'NonFiniteLossHook',
            'adapt_cfg_to_device', 'allow_mmengine_checkpoint_types', 'atomic_save',
-           'enable_test_amp', 'load_checkpoint', 'shutdown_distributed']
+           'configure_strategy', 'enable_test_amp', 'layer_wrap_policy', 'load_checkpoint',
+           'shutdown_distributed']

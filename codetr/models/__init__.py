@@ -4,6 +4,7 @@ from . import (  # noqa: F401
     backbones,
     data_preprocessors,
     detectors,
+    ema,
     layers,
     losses,
     necks,

@@ -15,6 +15,8 @@ default_hooks = dict(
     nonfinite_loss=dict(type='NonFiniteLossHook', max_nonfinite_skips=0),
     # Off unless enabled (tools/test.py --show-dir turns it on).
     visualization=dict(type='DetVisualizationHook'),
+    # A progress bar (a line every 10 s in log files) over validation / test images; rank 0.
+    progress=dict(type='EvalProgressHook'),
 )
 
 env_cfg = dict(
@@ -31,3 +33,9 @@ log_processor = dict(type='LogProcessor', window_size=50, by_epoch=True)
 log_level = 'INFO'
 load_from = None
 resume = False
+
+# Test-time augmentation (tools/test.py --tta, with each dataset config's tta_pipeline): the
+# views' boxes are un-flipped, concatenated and merged by the predicting branch's NMS /
+# soft-NMS and max_per_img (model.test_cfg.query_head), else NMS 0.5 and 100 boxes;
+# tta_cfg=dict(nms=..., max_per_img=...) sets them here.
+tta_model = dict(type='DetTTAModel')

@@ -7,7 +7,12 @@ official ``rpn_head`` / ``roi_head.i`` / ``bbox_head.j`` indices map to). The re
 checked by loading it strictly into the model built from CONFIG (or, with ``--drop-aux``,
 into the same model without aux heads, positive-query generators and adapter, which is all
 that inference through the one-to-one branch needs). See
-``codetr/models/converters/official.py`` for the renames.
+``codetr/models/converters/official.py`` for the renames; a Swin backbone in MMDetection's
+layout (the port's Swin-L checkpoints) or the official release's (Sense-X) is renamed by
+``codetr/models/converters/swin.py`` on the way, and official ViT-L checkpoints (EVA-02 block
+names, RoPE buffers, the EMA hook's ``ema_*`` copies) by ``codetr/models/converters/vit.py``,
+for the ``configs/co_dino_vit/`` config they were trained with. ``--skip-mismatched`` leaves
+out tensors whose shape differs from the model's (an Objects365 model's class layers for COCO).
 """
 from __future__ import annotations
 
@@ -34,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         'adapter (deployment through the one-to-one branch)')
     parser.add_argument('--no-strict', action='store_true',
                         help='warn about, instead of failing on, keys found on one side only')
+    parser.add_argument('--skip-mismatched', action='store_true',
+                        help='leave out (and list) tensors whose shape differs from the '
+                        'model\'s, e.g. class layers of another dataset')
     parser.add_argument('--aux-head-order', nargs='+',
                         help='the config\'s aux head names in official index order '
                         '(default: RoI heads first, then dense heads)')
@@ -70,9 +78,10 @@ def main(argv: list[str] | None = None) -> None:
     state_dict = checkpoint.get('state_dict', checkpoint)
     if not is_official_layout(state_dict):
         raise SystemExit(f'{args.src} has no official aux-head keys (rpn_head, roi_head.i, '
-                         'bbox_head.j, query_head.downsample); is it already a codetr file?')
+                         'bbox_head.j, query_head.downsample) and no Swin backbone to rename; '
+                         'is it already a codetr file?')
     converted = convert_official(state_dict, _build(cfg, drop=False), args.aux_head_order,
-                                 strict=not args.no_strict)
+                                 strict=not args.no_strict, skip_mismatched=args.skip_mismatched)
     if args.drop_aux:
         converted = drop_aux(converted)
         _build(cfg, drop=True).load_state_dict(converted, strict=not args.no_strict)

@@ -1,4 +1,4 @@
-"""Pieces shared by the anchor-based one-stage aux heads (ATSS, RetinaNet).
+"""Pieces shared by the anchor-based one-stage aux heads (ATSS, RetinaNet, PAA, GFL).
 
 Anchor order everywhere is MMDetection's: levels one after the other, inside a level
 row-major over locations, and the ``A`` base anchors of a location next to each other. A
@@ -134,12 +134,15 @@ class AnchorTargets:
         label_weights: ``(N,)`` float; 0 for ignored and outside anchors.
         gt_boxes: ``(N, 4)`` xyxy pixels, the assigned GT box of positives (0 elsewhere).
         num_pos: number of positive anchors.
+        gt_inds: ``(N,)`` long 0-based index of the assigned GT box of positives, -1 elsewhere
+            (PAA groups its candidates per GT box by it).
     """
 
     labels: Tensor
     label_weights: Tensor
     gt_boxes: Tensor
     num_pos: int
+    gt_inds: Tensor | None = None
 
 
 def anchor_targets(anchors: Tensor, inside: Tensor, sample: DetDataSample, num_classes: int,
@@ -170,7 +173,8 @@ def anchor_targets(anchors: Tensor, inside: Tensor, sample: DetDataSample, num_c
         gt_boxes[pos] = gt.bboxes[gt_inds[pos] - 1].to(anchors)
     label_weights = (gt_inds == 0).to(anchors.dtype)
     label_weights[pos] = pos_weight if pos_weight > 0 else 1.0
-    return AnchorTargets(labels, label_weights, gt_boxes, int(pos.sum()))
+    return AnchorTargets(labels, label_weights, gt_boxes, int(pos.sum()),
+                         torch.where(pos, gt_inds - 1, torch.full_like(gt_inds, -1)))
 
 
 def dense_positives(anchors: Tensor, targets: list[AnchorTargets], pyramid: list[Tensor],
@@ -202,6 +206,16 @@ def top_scores(scores: Tensor, score_thr: float, nms_pre: int) -> tuple[Tensor, 
     return candidates, pairs[:, 0], pairs[:, 1]
 
 
+def rescale_boxes(boxes: Tensor, img_meta: dict) -> Tensor:
+    """``(K, 4)`` xyxy network-input pixels -> original image pixels (``/ scale_factor``)."""
+    factor = img_meta.get('scale_factor')
+    if factor is None:
+        raise KeyError('predict(rescale=True) needs metainfo scale_factor (w, h), set by '
+                       'the Resize transform; add it or call with rescale=False')
+    sx, sy = (factor, factor) if isinstance(factor, (int, float)) else factor[:2]
+    return boxes / boxes.new_tensor([sx, sy, sx, sy])
+
+
 def postprocess_dense(boxes: Tensor, scores: Tensor, labels: Tensor, img_meta: dict,
                       test_cfg: dict, rescale: bool) -> InstanceData:
     """Rescale, size filter, per-class NMS and top ``max_per_img`` of one image.
@@ -215,12 +229,7 @@ def postprocess_dense(boxes: Tensor, scores: Tensor, labels: Tensor, img_meta: d
         rescale: divide boxes by ``scale_factor`` (original image pixels).
     """
     if rescale:
-        factor = img_meta.get('scale_factor')
-        if factor is None:
-            raise KeyError('predict(rescale=True) needs metainfo scale_factor (w, h), set by '
-                           'the Resize transform; add it or call with rescale=False')
-        sx, sy = (factor, factor) if isinstance(factor, (int, float)) else factor[:2]
-        boxes = boxes / boxes.new_tensor([sx, sy, sx, sy])
+        boxes = rescale_boxes(boxes, img_meta)
     min_size = test_cfg.get('min_bbox_size', -1)
     if min_size >= 0:
         keep = ((boxes[:, 2] - boxes[:, 0]) > min_size) & ((boxes[:, 3] - boxes[:, 1]) > min_size)

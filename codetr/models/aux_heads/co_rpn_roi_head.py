@@ -7,8 +7,9 @@ and GT targets, plus each RoI's pooled feature averaged to ``(C,)``, are handed 
 head as :class:`AuxPositives`.
 
 Parameter names follow the MMDetection port (``rpn_head.rpn_conv``, ``rpn_head.rpn_cls``,
-``rpn_head.rpn_reg``, ``roi_head.bbox_head.shared_fcs.i``, ``roi_head.bbox_head.fc_cls``,
-``roi_head.bbox_head.fc_reg``) so checkpoints convert by a prefix rename.
+``rpn_head.rpn_reg``, ``roi_head.bbox_head.shared_convs.i``, ``roi_head.bbox_head.shared_fcs.i``,
+``roi_head.bbox_head.fc_cls``, ``roi_head.bbox_head.fc_reg``) so checkpoints convert by a
+prefix rename.
 
 Loss weights in the config are this head's own (the official ones divided by
 ``lambda_2 * num_decoder_layers = 12``); CoDETR applies that factor to every key.
@@ -20,9 +21,10 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from codetr.models.co_modules.positives import MAX_POS_COORDS, AuxPositives, select_positives
+from codetr.models.task_modules.samplers import SamplingResult
 from codetr.registry import MODELS, TASK_UTILS
 
-from .roi_bbox_head import Shared2FCBBoxHead
+from .roi_bbox_head import BBOX_HEADS
 from .rpn import RPNHead
 
 # The official CoStandardRoIHead truncates every image's sampled RoIs to
@@ -37,7 +39,12 @@ class RoIHead(nn.Module):
     def __init__(self, bbox_roi_extractor: dict, bbox_head: dict) -> None:
         super().__init__()
         self.bbox_roi_extractor = MODELS.build(bbox_roi_extractor)
-        self.bbox_head = Shared2FCBBoxHead(**_untyped(bbox_head, 'Shared2FCBBoxHead'))
+        bbox_head = dict(bbox_head)
+        kind = bbox_head.pop('type', 'ConvFCBBoxHead')
+        if kind not in BBOX_HEADS:
+            raise ValueError(f'roi.bbox_head type={kind!r} is not implemented; use one of '
+                             f'{sorted(BBOX_HEADS)} (or drop the type key: ConvFCBBoxHead)')
+        self.bbox_head = BBOX_HEADS[kind](**bbox_head)
 
     @property
     def num_levels(self) -> int:
@@ -87,7 +94,9 @@ class CoRPNRoIHead(nn.Module):
     Args:
         rpn: keyword arguments of :class:`RPNHead` (``in_channels``, ``feat_channels``,
             ``anchor_generator``, ``bbox_coder``, ``loss_cls``, ``loss_bbox``).
-        roi: ``dict(bbox_roi_extractor=MODELS cfg, bbox_head=kwargs of Shared2FCBBoxHead)``.
+        roi: ``dict(bbox_roi_extractor=MODELS cfg, bbox_head=kwargs of ConvFCBBoxHead)``; the
+            bbox head's optional ``type`` is ``ConvFCBBoxHead`` (default: 2 FCs),
+            ``Shared2FCBBoxHead`` or ``Shared4Conv1FCBBoxHead`` (4 GN convs + 1 FC).
         train_cfg: ``dict(rpn=dict(assigner, sampler, allowed_border, pos_weight),
             rpn_proposal=dict(nms_pre, max_per_img, nms, min_bbox_size),
             rcnn=dict(assigner, sampler, pos_weight))``; needed by :meth:`loss` only.
@@ -98,18 +107,25 @@ class CoRPNRoIHead(nn.Module):
 
     # CoDETR evaluates through this head when test_cfg.eval_module == 'two-stage'.
     eval_kind = 'two-stage'
+    # Where CoDETR(num_classes=...) puts the class count (the RPN is class-agnostic).
+    num_classes_keys = ('roi.bbox_head.num_classes',)
 
     def __init__(self, rpn: dict, roi: dict, train_cfg: dict | None = None,
                  test_cfg: dict | None = None, max_pos_coords: int = MAX_POS_COORDS) -> None:
         super().__init__()
         self.rpn_head = RPNHead(**_untyped(rpn, 'RPNHead'))
-        self.roi_head = RoIHead(**roi)
+        self.roi_head = self._build_roi_head(roi)
         self.num_classes = self.roi_head.bbox_head.num_classes
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
         self.max_pos_coords = max_pos_coords
         if train_cfg is not None:
             self._build_training(train_cfg)
+
+    @staticmethod
+    def _build_roi_head(roi: dict) -> nn.Module:
+        """The RoI-head container (a Mask R-CNN head adds its mask branch here)."""
+        return RoIHead(**roi)
 
     def _build_training(self, train_cfg: dict) -> None:
         for stage in ('rpn', 'rcnn'):
@@ -168,11 +184,12 @@ class CoRPNRoIHead(nn.Module):
 
     def roi_loss(self, pyramid: list[Tensor], proposals: list[Tensor],
                  data_samples: list) -> tuple[dict[str, Tensor], AuxPositives]:
-        """RoI-head losses and positives for given per-image ``(P_i, 4)`` xyxy proposals.
+        """RoI-head losses and positives for given per-image ``(P_i, 4)`` xyxy proposals."""
+        return self.bbox_loss(pyramid, self.sample_rois(proposals, data_samples))
 
-        Proposals are assigned by IoU with ``train_cfg.rcnn.assigner`` and sampled (GT boxes
-        added) with ``train_cfg.rcnn.sampler``; the sampled RoIs are ordered positives first.
-        """
+    def sample_rois(self, proposals: list[Tensor], data_samples: list) -> list[SamplingResult]:
+        """Per image: proposals assigned by IoU with ``train_cfg.rcnn.assigner`` and sampled
+        (GT boxes added) with ``train_cfg.rcnn.sampler``."""
         samplings = []
         for boxes, sample in zip(proposals, data_samples):
             priors = InstanceData(priors=boxes.detach())
@@ -180,6 +197,12 @@ class CoRPNRoIHead(nn.Module):
                                labels=sample.gt_instances.labels)
             assigned = self.rcnn_assigner.assign(priors, gts, _ignored(sample))
             samplings.append(self.rcnn_sampler.sample(assigned, priors, gts))
+        return samplings
+
+    def bbox_loss(self, pyramid: list[Tensor],
+                  samplings: list[SamplingResult]) -> tuple[dict[str, Tensor], AuxPositives]:
+        """Box-head losses of the sampled RoIs (ordered positives first) and the positives
+        handed to the decoder."""
         rois = [s.priors for s in samplings]
         labels = [self._sampled(s.pos_gt_labels, len(s.neg_inds), self.num_classes)
                   for s in samplings]

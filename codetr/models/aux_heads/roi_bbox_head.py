@@ -1,5 +1,6 @@
-"""Box head of the Faster R-CNN aux head: two shared FCs, then class scores and class-specific
-box regression (MMDetection's ``Shared2FCBBoxHead`` behaviour)."""
+"""Box head of the Faster R-CNN aux head: shared convs and FCs, then class scores and box
+regression (MMDetection's ``ConvFCBBoxHead`` without separate branches; its
+``Shared2FCBBoxHead`` is 0 convs + 2 FCs, its ``Shared4Conv1FCBBoxHead`` 4 convs + 1 FC)."""
 from __future__ import annotations
 
 import torch
@@ -7,6 +8,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from codetr.models.layers.nms import multiclass_nms
+from codetr.models.necks.channel_mapper import ConvNormAct
 from codetr.models.utils import float32_inputs
 from codetr.registry import MODELS, TASK_UTILS
 from codetr.structures import scale_boxes
@@ -17,12 +19,12 @@ CLS_INIT_STD = 0.01
 REG_INIT_STD = 0.001
 
 
-class Shared2FCBBoxHead(nn.Module):
+class ConvFCBBoxHead(nn.Module):
     """Classify and refine RoIs from their ``(C, S, S)`` pooled features.
 
     Args:
         in_channels: channels ``C`` of the RoI features.
-        fc_out_channels: width of the two shared FCs.
+        fc_out_channels: width of the shared FCs.
         roi_feat_size: side ``S`` of the pooled RoI features.
         num_classes: object classes; the classifier has ``num_classes + 1`` outputs (last =
             background).
@@ -32,12 +34,22 @@ class Shared2FCBBoxHead(nn.Module):
             instead of deltas.
         loss_cls: ``MODELS`` config of the softmax classification loss.
         loss_bbox: ``MODELS`` config of the box loss.
+        num_shared_convs: 3x3 conv + norm + ReLU layers before the FCs (names
+            ``shared_convs.i.conv`` / ``shared_convs.i.gn``, MMDetection's ``ConvModule``).
+        num_shared_fcs: FC + ReLU layers (at least 1).
+        conv_out_channels: width of the shared convs.
+        norm_cfg: norm of the shared convs (mmcv config; ``None``: none, convs with bias).
     """
 
     def __init__(self, in_channels: int, fc_out_channels: int, roi_feat_size: int,
                  num_classes: int, bbox_coder: dict, loss_cls: dict, loss_bbox: dict,
-                 reg_class_agnostic: bool = False, reg_decoded_bbox: bool = True) -> None:
+                 reg_class_agnostic: bool = False, reg_decoded_bbox: bool = True,
+                 num_shared_convs: int = 0, num_shared_fcs: int = 2,
+                 conv_out_channels: int = 256, norm_cfg: dict | None = None) -> None:
         super().__init__()
+        if num_shared_fcs < 1 or num_shared_convs < 0:
+            raise ValueError(f'bbox_head needs num_shared_fcs >= 1 and num_shared_convs >= 0, '
+                             f'got {num_shared_fcs} / {num_shared_convs}')
         if loss_cls.get('use_sigmoid', False):
             raise ValueError('roi.bbox_head.loss_cls must be a softmax loss over num_classes + 1 '
                              '(CrossEntropyLoss with use_sigmoid=False)')
@@ -47,9 +59,16 @@ class Shared2FCBBoxHead(nn.Module):
         self.bbox_coder = TASK_UTILS.build(bbox_coder)
         self.loss_cls = MODELS.build(loss_cls)
         self.loss_bbox = MODELS.build(loss_bbox)
-        self.shared_fcs = nn.ModuleList([
-            nn.Linear(in_channels * roi_feat_size * roi_feat_size, fc_out_channels),
-            nn.Linear(fc_out_channels, fc_out_channels)])
+        self.shared_convs = nn.ModuleList(
+            ConvNormAct(in_channels if i == 0 else conv_out_channels, conv_out_channels, 3,
+                        norm_cfg=norm_cfg, act_cfg=dict(type='ReLU'))
+            for i in range(num_shared_convs))
+        for conv in self.shared_convs:  # ConvModule's init: Kaiming normal, fan-out, ReLU
+            nn.init.kaiming_normal_(conv.conv.weight, mode='fan_out', nonlinearity='relu')
+        flat = (conv_out_channels if num_shared_convs else in_channels) * roi_feat_size ** 2
+        self.shared_fcs = nn.ModuleList(
+            nn.Linear(flat if i == 0 else fc_out_channels, fc_out_channels)
+            for i in range(num_shared_fcs))
         self.fc_cls = nn.Linear(fc_out_channels, num_classes + 1)
         self.fc_reg = nn.Linear(fc_out_channels, 4 * (1 if reg_class_agnostic else num_classes))
         for fc in self.shared_fcs:
@@ -61,6 +80,8 @@ class Shared2FCBBoxHead(nn.Module):
 
     def forward(self, roi_feats: Tensor) -> tuple[Tensor, Tensor]:
         """``(K, C, S, S)`` -> logits ``(K, num_classes + 1)`` and deltas ``(K, 4 * classes)``."""
+        for conv in self.shared_convs:
+            roi_feats = conv(roi_feats)
         hidden = roi_feats.flatten(1)
         for fc in self.shared_fcs:
             hidden = torch.relu(fc(hidden))
@@ -126,3 +147,23 @@ class Shared2FCBBoxHead(nn.Module):
         dets, labels = multiclass_nms(boxes, scores, cfg.get('score_thr', 0.0), cfg['nms'],
                                       cfg.get('max_per_img', -1))
         return InstanceData(bboxes=dets[:, :4], scores=dets[:, 4], labels=labels)
+
+
+class Shared2FCBBoxHead(ConvFCBBoxHead):
+    """:class:`ConvFCBBoxHead` with two shared FCs and no convs (the R50 configs' head)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(num_shared_convs=0, num_shared_fcs=2, **kwargs)
+
+
+class Shared4Conv1FCBBoxHead(ConvFCBBoxHead):
+    """:class:`ConvFCBBoxHead` with four shared 3x3 convs (GroupNorm by default) and one FC."""
+
+    def __init__(self, norm_cfg: dict | None = None, **kwargs) -> None:
+        norm_cfg = dict(type='GN', num_groups=32) if norm_cfg is None else norm_cfg
+        super().__init__(num_shared_convs=4, num_shared_fcs=1, norm_cfg=norm_cfg, **kwargs)
+
+
+# The ``type`` names an RoI head config may give its bbox_head.
+BBOX_HEADS = {cls.__name__: cls for cls in
+              (ConvFCBBoxHead, Shared2FCBBoxHead, Shared4Conv1FCBBoxHead)}

@@ -1,5 +1,8 @@
 """Swin Transformer backbone over timm, with the official Swin release's checkpoint layout.
 
+For MMDetection's numerics and arguments (the official Co-DETR configs), use
+``SwinTransformer`` (``swin.py``); this class builds any timm Swin variant by its timm name.
+
 timm (1.0.x) builds the stages; this module adds what detection needs: any input size
 (padded to ``size_divisor``), NCHW outputs, one LayerNorm per output level (``norm{i}``, as
 the official detection Swin has), ``frozen_stages``, activation checkpointing and loading a
@@ -7,8 +10,10 @@ local checkpoint in either timm's or the official layout (``swin_official_to_tim
 
 Why not ``features_only=True``: timm's feature wrapper renames the stages (``layers_0``) and
 has no per-level norms; running ``patch_embed`` and ``layers`` directly keeps timm's own
-parameter names, so the key map stays a short rename. ``dynamic_img_size=True`` lifts
-timm's input-size check and builds the shifted-window masks per input size.
+parameter names, so the key map stays a short rename. ``strict_img_size=False`` lifts
+timm's input-size check and builds the shifted-window masks per input size (timm >= 1.0.8;
+1.0.31's ``dynamic_img_size=True`` is the same switch, and earlier releases silently ignore
+that name). These are timm internals: requirements.txt caps timm below 1.1.
 
 Differences from the official detection Swin, on purpose or inherited from timm:
 - ``frozen_stages=k`` freezes the patch embedding and the first k stages (ResNet's
@@ -129,7 +134,7 @@ class TimmSwinTransformer(BaseModule):
                          window_size=window_size)
         self.body = timm.create_model(
             model_name, pretrained=False, num_classes=0, global_pool='',
-            dynamic_img_size=True, always_partition=always_partition,
+            strict_img_size=False, always_partition=always_partition,
             drop_path_rate=drop_path_rate,
             **{k: v for k, v in overrides.items() if v is not None})
         # detection uses its own per-level norms; the classifier's final norm and head go

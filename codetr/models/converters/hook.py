@@ -29,13 +29,17 @@ class OfficialCheckpointHook(Hook):
         strict: fail on keys present on one side only (see :func:`convert_official`).
         aux_head_order: the model's aux head names in official index order (default: RoI
             heads first, then dense heads).
+        skip_mismatched: leave out tensors whose shape differs from the model's (logged), for
+            fine-tuning on another class set (Objects365 -> COCO).
     """
 
     priority = 'VERY_HIGH'
 
-    def __init__(self, strict: bool = True, aux_head_order: Sequence[str] | None = None) -> None:
+    def __init__(self, strict: bool = True, aux_head_order: Sequence[str] | None = None,
+                 skip_mismatched: bool = False) -> None:
         self.strict = strict
         self.aux_head_order = aux_head_order
+        self.skip_mismatched = skip_mismatched
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         """Replace ``checkpoint['state_dict']`` by its codetr names, in place."""
@@ -43,7 +47,8 @@ class OfficialCheckpointHook(Hook):
         if not is_official_layout(state_dict):
             return
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        converted = convert_official(state_dict, model, self.aux_head_order, self.strict)
+        converted = convert_official(state_dict, model, self.aux_head_order, self.strict,
+                                     self.skip_mismatched)
         if 'state_dict' in checkpoint:
             checkpoint['state_dict'] = converted
         else:  # a bare state dict: mmengine loads the mapping itself

@@ -22,6 +22,13 @@ official key                                   codetr key
 (one-stage) heads after them, each group in the model's ``aux_heads`` order; an aux head's
 kind is its ``eval_kind`` class attribute. A checkpoint saved by a DDP wrapper (``module.``
 prefix) is accepted.
+
+A Swin backbone (``backbone.*``) in MMDetection's or timm's layout, or carrying the buffers
+and classifier keys of the official release, goes through ``converters.swin.swin_to_codetr``
+(``codetr/models/converters/swin.py`` has its table); an official ViT backbone
+(``backbone.blocks.i.attn.q_bias`` ...) is renamed by
+:func:`codetr.models.converters.vit.convert_vit_backbone`, which also drops the official EMA
+hook's ``ema_*`` buffers; other backbones keep their names.
 """
 from __future__ import annotations
 
@@ -31,6 +38,9 @@ from collections.abc import Mapping, Sequence
 
 from mmengine.logging import print_log
 from torch import Tensor, nn
+
+from .errors import CheckpointConversionError
+from .swin import swin_needs_conversion, swin_to_codetr
 
 # Official parameter families of the positive-query projections (CoDinoTransformer /
 # CoDeformableDetrTransformer) -> the parameter's name inside a PositiveQueryGenerator.
@@ -51,10 +61,6 @@ OFFICIAL_AUX_PREFIXES = ('rpn_head.', 'roi_head.', 'bbox_head.', 'query_head.dow
                          _HEAD_POS_EMBED)
 
 
-class CheckpointConversionError(ValueError):
-    """An official checkpoint that does not fit the model (unmatched keys or shapes)."""
-
-
 def official_head_order(model: nn.Module) -> list[str]:
     """The model's aux head names in official index order: two-stage heads, then the rest."""
     heads = getattr(model, 'aux_heads', None) or {}
@@ -63,12 +69,18 @@ def official_head_order(model: nn.Module) -> list[str]:
     return two_stage + [n for n in names if n not in two_stage]
 
 
+def _backbone_part(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {k.removeprefix('module.').removeprefix('backbone.'): v
+            for k, v in state_dict.items() if k.removeprefix('module.').startswith('backbone.')}
+
+
 def is_official_layout(state_dict: Mapping[str, Tensor]) -> bool:
-    """True if ``state_dict`` has the official aux / adapter keys and none of codetr's."""
+    """True if ``state_dict`` has the official aux / adapter keys and none of codetr's, or a
+    Swin backbone that needs renaming (MMDetection / timm layout, official buffers)."""
     keys = [k.removeprefix('module.') for k in state_dict]
     official = any(k.startswith(OFFICIAL_AUX_PREFIXES) for k in keys)
     ours = any(k.startswith(AUX_PREFIXES) for k in keys)
-    return official and not ours
+    return (official and not ours) or swin_needs_conversion(_backbone_part(state_dict))
 
 
 def _name_maps(model: nn.Module, aux_head_order: Sequence[str] | None
@@ -119,19 +131,26 @@ def _split_head_pos_embed(weight: Tensor, order: list[str]) -> dict[str, Tensor]
 
 
 def _check(converted: dict[str, Tensor], sources: dict[str, str], dropped: list[str],
-           model: nn.Module, strict: bool) -> dict[str, Tensor]:
-    """Raise on shape mismatches; report (strict: raise on) keys matched in one side only.
+           model: nn.Module, strict: bool, skip_mismatched: bool = False) -> dict[str, Tensor]:
+    """Raise on (or, ``skip_mismatched``, leave out) shape mismatches; report (strict: raise
+    on) keys matched in one side only.
 
     ``sources`` maps a converted key to its official name, for the messages.
     """
     target = model.state_dict()
-    mismatched = [f'{k} (official {sources[k]}): checkpoint {tuple(v.shape)} vs model '
-                  f'{tuple(target[k].shape)}'
-                  for k, v in converted.items() if k in target and v.shape != target[k].shape]
-    if mismatched:
+    wrong = [k for k, v in converted.items() if k in target and v.shape != target[k].shape]
+    mismatched = [f'{k} (official {sources[k]}): checkpoint {tuple(converted[k].shape)} vs '
+                  f'model {tuple(target[k].shape)}' for k in wrong]
+    if mismatched and not skip_mismatched:
         raise CheckpointConversionError(
             'shape mismatch between the official checkpoint and the model (is the config the '
             'checkpoint\'s?):\n  ' + '\n  '.join(mismatched))
+    if mismatched:  # e.g. an Objects365 model's 365-class layers, fine-tuned on 80 classes
+        print_log(f'left out {len(wrong)} tensors whose shape differs from the model\'s (they '
+                  'keep their initial values):\n  ' + '\n  '.join(mismatched),
+                  logger='current', level=logging.WARNING)
+        converted = {k: v for k, v in converted.items() if k not in wrong}
+        target = {k: v for k, v in target.items() if k not in wrong}
     unexpected = sorted(k for k in converted if k not in target) + dropped
     missing = sorted(k for k in target if k not in converted)
     if not (unexpected or missing):
@@ -146,9 +165,22 @@ def _check(converted: dict[str, Tensor], sources: dict[str, str], dropped: list[
     return {k: v for k, v in converted.items() if k in target}
 
 
+def _convert_swin_backbone(state_dict: Mapping[str, Tensor], model: nn.Module
+                           ) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The ``backbone.*`` part renamed by the Swin map, or nothing if it needs no renaming."""
+    part = _backbone_part(state_dict)
+    if not swin_needs_conversion(part):
+        return {}, {}
+    backbone = getattr(model, 'backbone', None)
+    target = backbone.state_dict() if backbone is not None else None
+    swin, sources, _ = swin_to_codetr(part, target=target)
+    return ({f'backbone.{k}': v for k, v in swin.items()},
+            {f'backbone.{k}': f'backbone.{v}' for k, v in sources.items()})
+
+
 def convert_official(state_dict: Mapping[str, Tensor], model: nn.Module,
                      aux_head_order: Sequence[str] | None = None,
-                     strict: bool = True) -> dict[str, Tensor]:
+                     strict: bool = True, skip_mismatched: bool = False) -> dict[str, Tensor]:
     """Rename an official Co-DINO / Co-Deformable-DETR state dict for a codetr ``model``.
 
     Pure: the input is not modified and the model is only read (names, kinds, shapes).
@@ -162,21 +194,28 @@ def convert_official(state_dict: Mapping[str, Tensor], model: nn.Module,
             ``model.aux_heads`` order (the official configs list RoI heads before dense ones).
         strict: raise :class:`CheckpointConversionError` listing the keys present on one
             side only (both directions); False logs them and drops the unexpected ones.
+        skip_mismatched: leave out (and log) tensors whose shape differs from the model's
+            instead of raising, as when fine-tuning an Objects365 model on COCO (class layers).
 
     Returns:
         A new state dict in codetr's names (tensors shared with the input, except the
         split ``head_pos_embed`` rows), loadable with ``model.load_state_dict(..., strict)``.
 
     Raises:
-        CheckpointConversionError: on any shape mismatch (key and both shapes), a bad
+        CheckpointConversionError: on a shape mismatch (key and both shapes), a bad
             ``aux_head_order``, or (strict) unmatched keys.
     """
+    from .vit import convert_vit_backbone  # imports this module's error class
+    state_dict = convert_vit_backbone(
+        {k.removeprefix('module.'): v for k, v in state_dict.items()}, model)
     order, two_stage, one_stage = _name_maps(model, aux_head_order)
-    converted: dict[str, Tensor] = {}
-    sources: dict[str, str] = {}
+    converted, sources = _convert_swin_backbone(state_dict, model)
+    swin_done = bool(converted)
     dropped: list[str] = []
     for key, value in state_dict.items():
         key = key.removeprefix('module.')
+        if swin_done and key.startswith('backbone.'):
+            continue  # a Swin backbone, converted above
         if key == _HEAD_POS_EMBED:
             rows = _split_head_pos_embed(value, order)
             converted.update(rows)
@@ -187,7 +226,7 @@ def convert_official(state_dict: Mapping[str, Tensor], model: nn.Module,
             dropped.append(key)
         else:
             converted[new_key], sources[new_key] = value, key
-    return _check(converted, sources, dropped, model, strict)
+    return _check(converted, sources, dropped, model, strict, skip_mismatched)
 
 
 def drop_aux(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:

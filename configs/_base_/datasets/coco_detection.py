@@ -35,6 +35,20 @@ test_pipeline = [
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
 
+# tools/test.py --tta: each image at the test scale, plain and flipped (add more Resize
+# entries to the first list for multi-scale testing, e.g. short sides 640 / 800 / 960).
+tta_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale=(1333, 800), keep_ratio=True)],
+        [dict(type='RandomFlip', prob=0.0), dict(type='RandomFlip', prob=1.0)],
+        [dict(type='LoadAnnotations', with_bbox=True)],
+        [dict(type='PackDetInputs',
+              meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor',
+                         'flip', 'flip_direction'))],
+    ]),
+]
+
 train_dataloader = dict(
     batch_size=2,
     num_workers=2,

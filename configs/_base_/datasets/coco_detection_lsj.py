@@ -5,7 +5,7 @@
 # pair this with `DetDataPreprocessor(batch_augments=[dict(type='BatchFixedSizePad',
 # size=image_size)])`, which then has nothing left to pad. `Pad` sets `img_shape` to the
 # padded 1024 x 1024, so normalised box targets are relative to the padded image.
-# The official config adds CopyPaste, which needs instance masks; codetr leaves it out.
+# The official config adds CopyPaste, which needs instance masks: coco_instance_lsj.py has it.
 dataset_type = 'CocoDataset'
 data_root = 'data/coco/'
 backend_args = None
@@ -31,6 +31,21 @@ test_pipeline = [
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+
+# tools/test.py --tta: plain and flipped views; the flip comes before the padding so that
+# it mirrors the image itself.
+tta_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale=image_size, keep_ratio=True)],
+        [dict(type='RandomFlip', prob=0.0), dict(type='RandomFlip', prob=1.0)],
+        [dict(type='Pad', size=image_size, pad_val=dict(img=lsj_pad_value))],
+        [dict(type='LoadAnnotations', with_bbox=True)],
+        [dict(type='PackDetInputs',
+              meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor',
+                         'flip', 'flip_direction'))],
+    ]),
 ]
 
 train_dataloader = dict(

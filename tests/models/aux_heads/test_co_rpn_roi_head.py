@@ -100,6 +100,33 @@ def test_parameter_names_follow_the_port(head):
     assert shapes['roi_head.bbox_head.fc_reg.weight'] == (4 * NUM_CLASSES, 64)
 
 
+def test_shared_4conv_1fc_head_of_the_vit_l_config():
+    """Official ViT-L RoI head: 4 GN convs (no bias) + 1 FC, class-agnostic regression;
+    every part learns."""
+    cfg = head_cfg()
+    cfg['roi']['bbox_head'].update(type='Shared4Conv1FCBBoxHead', conv_out_channels=C,
+                                   norm_cfg=dict(type='GN', num_groups=8),
+                                   reg_class_agnostic=True)
+    torch.manual_seed(0)
+    head = MODELS.build(cfg)
+    shapes = {k: tuple(v.shape) for k, v in head.state_dict().items()
+              if k.startswith('roi_head.bbox_head.')}
+    assert shapes == {
+        **{f'roi_head.bbox_head.shared_convs.{i}.conv.weight': (C, C, 3, 3) for i in range(4)},
+        **{f'roi_head.bbox_head.shared_convs.{i}.gn.{p}': (C,) for i in range(4)
+           for p in ('weight', 'bias')},
+        'roi_head.bbox_head.shared_fcs.0.weight': (64, C * 49),
+        'roi_head.bbox_head.shared_fcs.0.bias': (64,),
+        'roi_head.bbox_head.fc_cls.weight': (NUM_CLASSES + 1, 64),
+        'roi_head.bbox_head.fc_cls.bias': (NUM_CLASSES + 1,),
+        'roi_head.bbox_head.fc_reg.weight': (4, 64), 'roi_head.bbox_head.fc_reg.bias': (4,)}
+    samples = [sample([[4, 6, 40, 50], [30, 20, 60, 44]], [0, 2]), sample([[10, 10, 34, 30]], [1])]
+    losses, _ = head.loss(pyramid(), samples)
+    sum(losses.values()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0
+               for n, p in head.named_parameters() if n.startswith('roi_head.')), losses
+
+
 def test_official_sizes_match_the_port_state_dict(shared_dir):
     """Official Co-DINO R50 sizes: names equal the port's after ``roi_head.`` -> ``roi_head.0.``."""
     head = MODELS.build(head_cfg(channels=256, fc=1024, num_classes=80,
@@ -289,8 +316,8 @@ def test_config_errors_say_what_to_fix(head):
     with pytest.raises(ValueError, match='allowed_border'):
         MODELS.build(cfg)
     cfg = head_cfg()
-    cfg['roi']['bbox_head']['type'] = 'Shared4Conv1FCBBoxHead'
-    with pytest.raises(ValueError, match='only implements Shared2FCBBoxHead'):
+    cfg['roi']['bbox_head']['type'] = 'DoubleConvFCBBoxHead'
+    with pytest.raises(ValueError, match='not implemented; use one of'):
         MODELS.build(cfg)
     cfg = head_cfg()  # the port's type keys are accepted
     cfg['rpn']['type'], cfg['roi']['bbox_head']['type'] = 'RPNHead', 'Shared2FCBBoxHead'

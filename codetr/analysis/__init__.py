@@ -1,0 +1,1 @@
+"""Analysis tools over models, checkpoints and saved predictions (models never import this)."""
