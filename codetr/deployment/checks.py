@@ -49,6 +49,18 @@ def check_exportable(model: nn.Module) -> None:
                               "type='MultiScaleDeformableAttention' in the layer configs")
 
 
+def left_out_masks(model: nn.Module) -> str | None:
+    """A note when ``model`` predicts masks (``test_cfg.mask_branch``), which export leaves
+    out: the exported graph gives the query head's boxes, scores and labels only."""
+    branch = getattr(model, 'mask_branch', None)
+    if branch is None:
+        return None
+    return (f'test_cfg.mask_branch={branch!r} gives the PyTorch model masks, which export '
+            'leaves out: the exported file predicts boxes, scores and labels only (predict '
+            'with PyTorch for masks; --cfg-options model.test_cfg.mask_branch=None exports '
+            'the same boxes without this note)')
+
+
 def _check_type(part: str, module: nn.Module, supported: tuple[str, ...], hint: str) -> None:
     name = type(module).__name__
     if name not in supported:

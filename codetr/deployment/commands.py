@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mmengine.config import Config, DictAction
 
-from .checks import ExportError
+from .checks import ExportError, left_out_masks
 from .export import (
     DEFAULT_MAX_SIDE,
     DEFAULT_OPSET,
@@ -129,6 +129,9 @@ def export_main(argv: list[str] | None = None) -> int:
     try:
         model = init_detector(args.config, args.checkpoint, device='cpu',
                               cfg_options=args.cfg_options)
+        note = left_out_masks(model)
+        if note:
+            print(f'export_onnx.py: note: {note}')
         height, width = args.shape or default_input_shape(model.cfg)
         spec = InputSpec(batch=args.batch, height=height, width=width,
                          dynamic=args.dynamic_shape, max_side=args.max_side)

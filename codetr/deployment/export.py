@@ -210,6 +210,7 @@ def build_metadata(model: nn.Module, graph: DetrGraph, spec: InputSpec, fmt: str
                          nms=head_cfg.get('nms'),
                          max_per_img=int(head_cfg.get('max_per_img', graph.top_k))),
         preprocess=_preprocess_meta(preprocessor),
+        masks_left_out=getattr(model, 'mask_branch', None),
         classes=list((getattr(model, 'dataset_meta', None) or {}).get('classes', ())))
     meta.update(extra or {})
     return json.loads(json.dumps(meta, default=_jsonable))

@@ -19,6 +19,7 @@ from codetr.registry import MODELS
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART_K0 = ROOT / 'configs/quickstart/co_dino_r18_k0_quickstart_synthetic.py'
 QUICKSTART_K2 = ROOT / 'configs/quickstart/co_dino_r18_k2_quickstart_synthetic.py'
+QUICKSTART_K2_MASK = ROOT / 'configs/quickstart/co_dino_r18_k2_mask_quickstart_synthetic.py'
 QUICKSTART_DEFORM = ROOT / 'configs/quickstart/deformable_detr_pp_r18_quickstart_synthetic.py'
 R50_CO_DINO = ROOT / 'configs/co_dino/co_dino_5scale_r50_8xb2_1x_coco.py'
 FIXTURE_CONFIG = ROOT / 'configs/tests/co_dino_tiny_fixture.py'

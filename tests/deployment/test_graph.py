@@ -9,11 +9,12 @@ import torch
 from torch import nn
 
 from codetr.deployment import DetrGraph, ExportError, check_exportable
+from codetr.deployment.checks import left_out_masks
 from codetr.deployment.graph import candidates_per_image
 from codetr.models.query_heads import CoDeformDETRHead
 from codetr.structures import DetDataSample
 
-from .helpers import QUICKSTART_DEFORM, QUICKSTART_K2, build_model
+from .helpers import QUICKSTART_DEFORM, QUICKSTART_K2_MASK, build_model
 
 
 def _batch(model, sizes: list[tuple[int, int]], seed: int = 0) -> dict:
@@ -25,13 +26,14 @@ def _batch(model, sizes: list[tuple[int, int]], seed: int = 0) -> dict:
     return model.data_preprocessor(dict(inputs=images, data_samples=samples), False)
 
 
-NO_NMS = dict(model=dict(test_cfg=dict(query_head=dict(nms=None))))
+NO_NMS = dict(model=dict(test_cfg=dict(query_head=dict(nms=None, max_per_img=50))))
 
 
-@pytest.fixture(scope='module', params=['co_dino_k2', 'deformable_detr'])
+@pytest.fixture(scope='module', params=['co_dino_k2_mask', 'deformable_detr'])
 def model(request):
-    """Without NMS (it follows the graph), so the graph's top-k is predict's output."""
-    config = QUICKSTART_K2 if request.param == 'co_dino_k2' else QUICKSTART_DEFORM
+    """Without NMS (it follows the graph), so the graph's top-k is predict's output. The
+    Co-DINO is the K = 2 quick start with masks from its rcnn head (test_cfg.mask_branch)."""
+    config = QUICKSTART_K2_MASK if request.param == 'co_dino_k2_mask' else QUICKSTART_DEFORM
     return build_model(config, NO_NMS)
 
 
@@ -51,9 +53,19 @@ def test_graph_gives_the_models_top_k(model):
         torch.testing.assert_close(pred.scores, scores[i], atol=1e-6, rtol=0)
         torch.testing.assert_close(pred.bboxes, boxes[i], atol=1e-4, rtol=0)
         assert pred.scores[0] > 0.5 and pred.scores[-1] < pred.scores[0] - 0.1  # spread
+        if model.mask_branch is not None:  # masks for predict's boxes; export keeps the boxes
+            assert pred.masks.shape == (graph.top_k, *sample.metainfo['ori_shape'])
     # the model itself is untouched: its attention modules are not swapped
     assert type(model.query_head.transformer.encoder.layers[0].attentions[0]).__name__ == \
         'MultiScaleDeformableAttention'
+
+
+def test_mask_branch_is_named_as_left_out(model):
+    note = left_out_masks(model)
+    if model.mask_branch is None:
+        assert note is None
+    else:
+        assert "mask_branch='rcnn'" in note and 'model.test_cfg.mask_branch=None' in note
 
 
 def test_candidates_before_nms(model):
