@@ -130,7 +130,8 @@ def prepare(args, workdir: Path) -> dict:
 
 
 def compare(args, script: Path) -> dict:
-    """Every backend at every batch size; ratios to torch (see the module note)."""
+    """Every backend at every batch size; ratios to torch (see the module note). With
+    ``--ort-profile`` one more process per batch size runs ONNX Runtime's profiler."""
     with tempfile.TemporaryDirectory(prefix='codetr_backends_') as tmp:
         prepared = prepare(args, Path(tmp))
         files = {b: prepared['files'][EXPORT_FORMATS[b]] if b in EXPORT_FORMATS
@@ -145,6 +146,12 @@ def compare(args, script: Path) -> dict:
                 runs[backend][f'batch_{batch}'] = {
                     **timed[backend], 'peak_mem_mb': memory[backend]['peak_mem_mb'],
                     'memory': memory[backend]['memory']}
+            if args.ort_profile and 'onnxruntime' in files:
+                profiled = run_json(_child_argv(args, script, batch,
+                                                {'onnxruntime': files['onnxruntime']}, iters=1)
+                                    + ['--ort-profile'], f'onnxruntime profile at batch {batch}')
+                runs['onnxruntime'][f'batch_{batch}']['profile'] = \
+                    profiled['onnxruntime']['profile']
     return {'benchmark': 'inference_backends', 'config': args.config,
             'img_size': _size_text(args.img_size), 'threads': args.threads,
             'export_s': prepared['export_s'], 'runs': runs, 'vs_torch': _vs_torch(runs)}
@@ -187,12 +194,13 @@ def _vs_torch(runs: dict) -> dict:
 
 
 def _predictor(args, backend: str, model_file: str, cfg):
-    """``(predict(inputs, samples), data_preprocessor)`` of one backend."""
+    """``(predict(inputs, samples), data_preprocessor, runner)`` of one backend (``runner``:
+    the ``OnnxDetector`` / ``ProgramDetector``, None for torch)."""
     if backend == 'torch':
         from inference import load_weights
         model = build_model(cfg, torch.device('cpu')).eval()
         load_weights(model, model_file)
-        return model.predict, model.data_preprocessor
+        return model.predict, model.data_preprocessor, None
     from codetr.deployment.runtime import OnnxDetector, ProgramDetector
     if backend == 'onnxruntime':
         import onnxruntime as ort
@@ -201,11 +209,39 @@ def _predictor(args, backend: str, model_file: str, cfg):
                  'extended': ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
                  'all': ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[args.ort_opt_level]
         options = dict(graph_optimization_level=level,
-                       enable_cpu_mem_arena=args.ort_arena)
+                       enable_cpu_mem_arena=args.ort_arena,
+                       enable_profiling=bool(getattr(args, 'ort_profile', False)))
         runner = OnnxDetector(model_file, cfg, threads=args.threads, session_options=options)
     else:
         runner = ProgramDetector(model_file, cfg)
-    return runner.predict, runner.data_preprocessor
+    return runner.predict, runner.data_preprocessor, runner
+
+
+def profile_summary(profile_file: str, top: int = 12) -> dict:
+    """Operator time of the last ``model_run`` in an ONNX Runtime profile (its JSON trace):
+    the ``top`` operator types by summed kernel time (ms, share of the run), and the 5
+    slowest nodes."""
+    import json
+    with open(profile_file) as handle:
+        events = json.load(handle)
+    run = max((e for e in events if e.get('name') == 'model_run'), key=lambda e: e['ts'])
+    begin, end = run['ts'], run['ts'] + run['dur']
+    kernels = [e for e in events if e.get('cat') == 'Node' and begin <= e['ts'] <= end
+               and e.get('name', '').endswith('_kernel_time')]
+    by_type: dict[str, float] = {}
+    for event in kernels:
+        op = event.get('args', {}).get('op_name', '?')
+        by_type[op] = by_type.get(op, 0.0) + event['dur']
+    run_ms = run['dur'] / 1000
+    ranked = sorted(by_type.items(), key=lambda item: -item[1])
+    slowest = sorted(kernels, key=lambda e: -e['dur'])[:5]
+    return {'run_ms': round(run_ms, 1),
+            'kernels_ms': round(sum(by_type.values()) / 1000, 1),
+            'op_types': [{'op': op, 'ms': round(us / 1000, 1),
+                          'share': round(us / 1000 / run_ms, 3)} for op, us in ranked[:top]],
+            'slowest_nodes': [{'node': e['name'].removesuffix('_kernel_time'),
+                               'op': e.get('args', {}).get('op_name'),
+                               'ms': round(e['dur'] / 1000, 1)} for e in slowest]}
 
 
 def measure_backends(args) -> dict:
@@ -214,10 +250,11 @@ def measure_backends(args) -> dict:
     cfg = load_config(args.config, args.cfg_options)
     torch.manual_seed(0)
     memory = PeakSinceStart()
-    predictors, data = {}, None
+    predictors, runners, data = {}, {}, None
     for item in args.backend_run:
         backend, _, model_file = item.partition('=')
-        predictors[backend], preprocessor = _predictor(args, backend, model_file, cfg)
+        predictors[backend], preprocessor, runners[backend] = _predictor(args, backend,
+                                                                         model_file, cfg)
         if data is None:
             raw = synthetic_images(args.batch_size, args.img_size)
             with torch.no_grad():
@@ -233,8 +270,12 @@ def measure_backends(args) -> dict:
                 if it >= args.warmup:
                     times[backend].append(time.perf_counter() - start)
     report = memory.report()
-    return {backend: _summary(args, backend, backend_times, report)
-            for backend, backend_times in times.items()}
+    result = {backend: _summary(args, backend, backend_times, report)
+              for backend, backend_times in times.items()}
+    if args.ort_profile and 'onnxruntime' in runners:
+        result['onnxruntime']['profile'] = profile_summary(
+            runners['onnxruntime'].session.end_profiling())
+    return result
 
 
 def _summary(args, backend: str, times: list[float], memory: dict) -> dict:

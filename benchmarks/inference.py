@@ -4,7 +4,8 @@
         [--iters 5] [--warmup 1] [--threads N] [--device cpu|cuda] [--cfg-options k=v ...]
         [--compare CONFIG2 ...] [--variant NAME k=v ...]
     python benchmarks/inference.py CONFIG --backend torch onnxruntime export
-        [--batch-sizes 1 8] [--img-size 320 | 800x1333] [--ort-opt-level all] [...]
+        [--batch-sizes 1 8] [--img-size 320 | 800x1333] [--ort-opt-level all]
+        [--ort-arena] [--ort-profile] [...]
 
 With ``--backend`` the backends run side by side (``backends.py``: one export, then one fresh
 process per backend and batch size); without it, eager PyTorch as below.
@@ -77,6 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--ort-arena', action='store_true',
                         help="ONNX Runtime with its CPU memory arena (off by default: lower "
                         'peak memory)')
+    parser.add_argument('--ort-profile', action='store_true',
+                        help="add ONNX Runtime's profile (time per operator type) of one call "
+                        'per batch size, from one more process')
     # internal: 'backend=file' pairs timed in turn by one child process of --backend
     parser.add_argument('--backend-run', nargs='+', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -145,6 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not (args.backend or args.backend_run) and not isinstance(args.img_size, int):
+        raise SystemExit('inference.py: error: --img-size HxW is for --backend runs; give one '
+                         'side S (S x S) otherwise')
     if args.backend_run:
         result = measure_backends(args)
     elif args.backend:

@@ -70,7 +70,10 @@ def build_cfg(args: argparse.Namespace) -> Config:
     if args.tta:
         _enable_tta(cfg)
     if args.amp:
-        enable_test_amp(cfg)
+        try:
+            enable_test_amp(cfg)
+        except ValueError as err:
+            _fail(str(err))
     if args.out is not None:
         _add_dump_metric(cfg, args.out)
     adapt_cfg_to_device(cfg, args.launcher)
