@@ -7,13 +7,15 @@ dynamic-shape graph (ONNX and ``.pt2`` from one trace). Then, per batch size:
 - **time**: one fresh process holds every backend and calls them in turn, ``--iters`` rounds
   after ``--warmup``: on a shared machine the load drifts over minutes, and alternating
   puts each backend's calls in the same conditions (medians per backend);
-- **memory**: one fresh process per backend runs ``--warmup`` + 1 calls and reports its peak
-  RSS from the first call on (Linux's high-water mark is reset before it, so the model's
-  construction does not count; imports, weights and runtime stay resident and do).
+- **memory**: one fresh process per backend makes one call and reports its peak RSS over
+  it (Linux's high-water mark is reset before it, so the model's construction does not
+  count; imports, weights and runtime stay resident and do).
 
 Each call is ``predict`` on the same preprocessed synthetic batch: eager ``model.predict``,
 or the exported graph plus the same post-processing (threshold, rescale, soft-NMS where the
-config has it). Data loading and preprocessing are not timed.
+config has it). Data loading and preprocessing are not timed. ``--export-dir`` keeps the
+weights and exported files for a later run (the graph takes any batch and size), and
+``--ort-profile`` adds ONNX Runtime's time per operator type (one more process per batch).
 """
 from __future__ import annotations
 
@@ -106,16 +108,20 @@ def prepare(args, workdir: Path) -> dict:
     """Build the model, save its weights, export the formats the backends need."""
     from codetr.deployment.export import InputSpec, export_model
 
+    weights = workdir / 'weights.pth'
+    formats = {EXPORT_FORMATS[b] for b in args.backend if b in EXPORT_FORMATS}
+    paths = {fmt: workdir / f'model{SUFFIXES[fmt]}' for fmt in sorted(formats)}
+    if all(p.is_file() for p in (weights, *paths.values())):
+        # --export-dir of an earlier run of the same config and --checkpoint
+        return dict(weights=str(weights), files={k: str(v) for k, v in paths.items()},
+                    export_s=None, reused_export=str(workdir))
     cfg = load_config(args.config, args.cfg_options)
     torch.manual_seed(0)
     model = build_model(cfg, torch.device('cpu')).eval()
     if args.checkpoint:
         from inference import load_weights
         load_weights(model, args.checkpoint)
-    weights = workdir / 'weights.pth'
     torch.save({'state_dict': model.state_dict()}, weights)
-    formats = {EXPORT_FORMATS[b] for b in args.backend if b in EXPORT_FORMATS}
-    paths = {fmt: workdir / f'model{SUFFIXES[fmt]}' for fmt in sorted(formats)}
     export_s = None
     if paths:
         height, width = _hw(args.img_size)
@@ -126,14 +132,20 @@ def prepare(args, workdir: Path) -> dict:
             export_model(model, paths, spec)
         export_s = round(time.perf_counter() - start, 1)
     return dict(weights=str(weights), files={k: str(v) for k, v in paths.items()},
-                export_s=export_s)
+                export_s=export_s, reused_export=None)
 
 
 def compare(args, script: Path) -> dict:
     """Every backend at every batch size; ratios to torch (see the module note). With
     ``--ort-profile`` one more process per batch size runs ONNX Runtime's profiler."""
-    with tempfile.TemporaryDirectory(prefix='codetr_backends_') as tmp:
-        prepared = prepare(args, Path(tmp))
+    with contextlib.ExitStack() as stack:
+        if args.export_dir:
+            workdir = Path(args.export_dir)
+            workdir.mkdir(parents=True, exist_ok=True)
+        else:
+            workdir = Path(stack.enter_context(
+                tempfile.TemporaryDirectory(prefix='codetr_backends_')))
+        prepared = prepare(args, workdir)
         files = {b: prepared['files'][EXPORT_FORMATS[b]] if b in EXPORT_FORMATS
                  else prepared['weights'] for b in args.backend}
         runs: dict[str, dict] = {b: {} for b in args.backend}
@@ -142,26 +154,32 @@ def compare(args, script: Path) -> dict:
                              f'timing at batch {batch}')
             for backend in args.backend:
                 memory = run_json(_child_argv(args, script, batch, {backend: files[backend]},
-                                              iters=1), f'{backend} memory at batch {batch}')
+                                              iters=1, warmup=0),
+                                  f'{backend} memory at batch {batch}')
                 runs[backend][f'batch_{batch}'] = {
                     **timed[backend], 'peak_mem_mb': memory[backend]['peak_mem_mb'],
                     'memory': memory[backend]['memory']}
             if args.ort_profile and 'onnxruntime' in files:
                 profiled = run_json(_child_argv(args, script, batch,
-                                                {'onnxruntime': files['onnxruntime']}, iters=1)
-                                    + ['--ort-profile'], f'onnxruntime profile at batch {batch}')
+                                                {'onnxruntime': files['onnxruntime']}, iters=1,
+                                                warmup=1) + ['--ort-profile'],
+                                    f'onnxruntime profile at batch {batch}')
                 runs['onnxruntime'][f'batch_{batch}']['profile'] = \
                     profiled['onnxruntime']['profile']
     return {'benchmark': 'inference_backends', 'config': args.config,
             'img_size': _size_text(args.img_size), 'threads': args.threads,
-            'export_s': prepared['export_s'], 'runs': runs, 'vs_torch': _vs_torch(runs)}
+            'iters': args.iters, 'warmup': args.warmup, 'export_s': prepared['export_s'],
+            'reused_export': prepared['reused_export'], 'runs': runs,
+            'vs_torch': _vs_torch(runs)}
 
 
-def _child_argv(args, script: Path, batch: int, files: dict[str, str], iters: int) -> list:
+def _child_argv(args, script: Path, batch: int, files: dict[str, str], iters: int,
+                warmup: int | None = None) -> list:
+    warmup = args.warmup if warmup is None else warmup
     argv = [sys.executable, str(script), args.config, '--backend-run',
             *[f'{backend}={path}' for backend, path in files.items()],
             '--batch-size', str(batch), '--img-size', _size_text(args.img_size),
-            '--iters', str(iters), '--warmup', str(args.warmup),
+            '--iters', str(iters), '--warmup', str(warmup),
             '--ort-opt-level', args.ort_opt_level]
     if args.threads:
         argv += ['--threads', str(args.threads)]

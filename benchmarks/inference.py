@@ -70,7 +70,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--variant', nargs='+', action='append', default=[],
                         metavar=('NAME', 'KEY=VALUE'))
     parser.add_argument('--backend', nargs='+', choices=BACKENDS, default=None,
-                        help='run these backends side by side (CPU)')
+                        help='run these backends side by side (CPU); eager torch is always '
+                        'run too, as the baseline of the ratios')
+    parser.add_argument('--no-torch-baseline', action='store_true',
+                        help='with --backend: run only the listed backends (no ratios '
+                        'unless torch is listed)')
     parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 8],
                         help='batch sizes of the --backend runs')
     parser.add_argument('--ort-opt-level', choices=ORT_LEVELS, default='all',
@@ -78,6 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--ort-arena', action='store_true',
                         help="ONNX Runtime with its CPU memory arena (off by default: lower "
                         'peak memory)')
+    parser.add_argument('--export-dir', default=None,
+                        help='keep the weights and exported files here, and reuse them when '
+                        'present (same config and --checkpoint: the graph takes any size)')
     parser.add_argument('--ort-profile', action='store_true',
                         help="add ONNX Runtime's profile (time per operator type) of one call "
                         'per batch size, from one more process')
@@ -152,6 +159,10 @@ def main(argv: list[str] | None = None) -> dict:
     if not (args.backend or args.backend_run) and not isinstance(args.img_size, int):
         raise SystemExit('inference.py: error: --img-size HxW is for --backend runs; give one '
                          'side S (S x S) otherwise')
+    if args.backend and args.device != 'cpu':
+        raise SystemExit('inference.py: error: --backend runs on the CPU (no --device cuda)')
+    if args.backend and not args.no_torch_baseline and 'torch' not in args.backend:
+        args.backend = ['torch', *args.backend]
     if args.backend_run:
         result = measure_backends(args)
     elif args.backend:

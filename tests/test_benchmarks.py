@@ -189,6 +189,17 @@ def test_ort_profile_summary_sums_the_last_run_by_operator(tmp_path):
     assert summary['slowest_nodes'][0] == {'node': 'conv', 'op': 'Conv', 'ms': 4.0}
 
 
+def test_export_dir_is_reused_when_its_files_are_there(tmp_path):
+    from types import SimpleNamespace
+    backends = load_script('backends')
+    for name in ('weights.pth', 'model.onnx'):
+        (tmp_path / name).write_text('x')
+    args = SimpleNamespace(backend=['torch', 'onnxruntime'], config='unused.py')
+    prepared = backends.prepare(args, tmp_path)  # nothing built or exported
+    assert prepared['reused_export'] == str(tmp_path) and prepared['export_s'] is None
+    assert prepared['files'] == {'onnx': str(tmp_path / 'model.onnx')}
+
+
 def test_inference_refuses_a_rectangle_without_backend():
     with pytest.raises(SystemExit, match='HxW is for --backend'):
         load_script('inference').main([CONFIG, '--img-size', '64x96'])
@@ -199,7 +210,7 @@ def test_backends_side_by_side_json(capsys):
     pytest.importorskip('onnxruntime')
     config = str(ROOT / 'configs/quickstart/co_dino_r18_k0_quickstart_synthetic.py')
     result = load_script('inference').main(
-        [config, '--backend', 'torch', 'onnxruntime', '--batch-sizes', '1', '2',
+        [config, '--backend', 'onnxruntime', '--batch-sizes', '1', '2',  # + torch baseline
          '--img-size', '96x128', '--iters', '1', '--warmup', '1', '--threads', '1',
          '--ort-profile'])
     assert printed_json(capsys) == result
