@@ -9,7 +9,8 @@ dynamic-shape graph (ONNX and ``.pt2`` from one trace). Then, per batch size:
   puts each backend's calls in the same conditions (medians per backend);
 - **memory**: one fresh process per backend makes one call and reports its peak RSS over
   it (Linux's high-water mark is reset before it, so the model's construction does not
-  count; imports, weights and runtime stay resident and do).
+  count; imports, weights and runtime stay resident and do). A lone backend
+  (``--no-torch-baseline``) takes it from its timing process, over all its calls.
 
 Each call is ``predict`` on the same preprocessed synthetic batch: eager ``model.predict``,
 or the exported graph plus the same post-processing (threshold, rescale, soft-NMS where the
@@ -153,9 +154,10 @@ def compare(args, script: Path) -> dict:
             timed = run_json(_child_argv(args, script, batch, files, args.iters),
                              f'timing at batch {batch}')
             for backend in args.backend:
-                memory = run_json(_child_argv(args, script, batch, {backend: files[backend]},
-                                              iters=1, warmup=0),
-                                  f'{backend} memory at batch {batch}')
+                # a lone backend's timing process is its own: its peak is the backend's
+                memory = timed if len(args.backend) == 1 else run_json(
+                    _child_argv(args, script, batch, {backend: files[backend]}, iters=1,
+                                warmup=0), f'{backend} memory at batch {batch}')
                 runs[backend][f'batch_{batch}'] = {
                     **timed[backend], 'peak_mem_mb': memory[backend]['peak_mem_mb'],
                     'memory': memory[backend]['memory']}
