@@ -48,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from codetr.apis import DetInferencer
+    from codetr.deployment.checks import ExportError
     from codetr.engine.checkpoint import CheckpointError
 
     add_cwd_to_sys_path()
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
         results = inferencer(args.inputs, out_dir=args.out_dir,
                              pred_score_thr=args.pred_score_thr, batch_size=args.batch_size,
                              no_save_vis=args.no_save_vis, no_save_pred=args.no_save_pred)
-    except (CheckpointError, FileNotFoundError, AmbiguousConfigError) as err:
+    except (CheckpointError, FileNotFoundError, AmbiguousConfigError, ImportError,
+            ExportError) as err:
         fail(PROG, str(err))
     print(f'{len(results["predictions"])} image(s); results in {args.out_dir}/')
 

@@ -21,6 +21,7 @@ from codetr.models.query_heads import finish_detections
 from codetr.registry import MODELS
 from codetr.structures import DetDataSample
 
+from .checks import ExportError
 from .export import read_metadata
 
 BACKENDS = ('pytorch', 'onnxruntime', 'export')
@@ -180,6 +181,11 @@ def load_deployed(path: str | Path, cfg: Config | None = None, backend: str | No
     to the file suffix: ``.onnx`` -> onnxruntime, else export)."""
     if backend is None:
         backend = 'onnxruntime' if str(path).endswith('.onnx') else 'export'
+    suffix = {'onnxruntime': '.onnx', 'export': '.pt2'}.get(backend)
+    if suffix is not None and Path(path).suffix != suffix:
+        raise ExportError(f"backend={backend!r} runs a {suffix} file written by "
+                          f'tools/deployment/export_onnx.py, not {path} (a checkpoint runs '
+                          "with backend='pytorch')")
     if backend == 'onnxruntime':
         return OnnxDetector(path, cfg, device=device, **kwargs)
     if backend == 'export':

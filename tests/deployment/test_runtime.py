@@ -57,6 +57,11 @@ def test_deployed_detector_needs_the_exported_file(quickstart_model):
         init_deployed_detector(quickstart_model.cfg, None)
     with pytest.raises(FileNotFoundError, match='missing.onnx'):
         init_deployed_detector(quickstart_model.cfg, 'missing.onnx')
+    with pytest.raises(ValueError, match=r"backend='onnxruntime' runs a \.onnx file.*"
+                                         "backend='pytorch'"):
+        init_deployed_detector(quickstart_model.cfg, 'epoch_8.pth')
+    with pytest.raises(ValueError, match=r"backend='export' runs a \.pt2 file"):
+        init_deployed_detector(quickstart_model.cfg, 'model.onnx', backend='export')
 
 
 class _Recorder(DeployedDetector):
