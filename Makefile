@@ -14,11 +14,11 @@ install: $(VENV)/.installed
 
 # setuptools<81 is pinned here, not in requirements.txt: it keeps pkg_resources, which
 # mmengine 0.10 imports for `pkg::` configs, read_base() and mmengine.hub (codetr uses none).
-$(VENV)/.installed: setup.py requirements.txt requirements/tests.txt
+$(VENV)/.installed: setup.py requirements.txt requirements/tests.txt requirements/export.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip "setuptools<81" wheel
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q --no-build-isolation -e ".[tests]"
+	$(PY) -m pip install -q --no-build-isolation -e ".[tests,export]"
 	touch $@
 
 lint: install

@@ -3,6 +3,12 @@
     python benchmarks/inference.py CONFIG [--checkpoint PTH] [--batch-size 2] [--img-size 320]
         [--iters 5] [--warmup 1] [--threads N] [--device cpu|cuda] [--cfg-options k=v ...]
         [--compare CONFIG2 ...] [--variant NAME k=v ...]
+    python benchmarks/inference.py CONFIG --backend torch onnxruntime export
+        [--batch-sizes 1 8] [--img-size 320 | 800x1333] [--ort-opt-level all]
+        [--ort-arena] [--ort-profile] [...]
+
+With ``--backend`` the backends run side by side (``backends.py``: one export, then one fresh
+process per backend and batch size); without it, eager PyTorch as below.
 
 The batch (random pixels, no boxes needed) goes through the model's data preprocessor once;
 each timed iteration is one ``model(..., mode='predict')`` call under ``torch.no_grad`` in
@@ -23,6 +29,7 @@ from mmengine.config import DictAction
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from backends import BACKENDS, ORT_LEVELS, compare, measure_backends, parse_img_size  # noqa: E402
 from common import (  # noqa: E402
     ComponentTimer,
     PeakMemory,
@@ -50,7 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('config')
     parser.add_argument('--checkpoint', default=None, help='local .pth (state_dict) to load')
     parser.add_argument('--batch-size', type=int, default=2)
-    parser.add_argument('--img-size', type=int, default=320)
+    parser.add_argument('--img-size', type=parse_img_size, default=320,
+                        help='S (S x S) or HxW, e.g. 800x1333 (--backend runs)')
     parser.add_argument('--num-gt', type=int, default=3, help='unused by predict; kept so '
                         'that the settings match train_step.py')
     parser.add_argument('--iters', type=int, default=5)
@@ -61,6 +69,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--compare', nargs='+', default=[], metavar='CONFIG')
     parser.add_argument('--variant', nargs='+', action='append', default=[],
                         metavar=('NAME', 'KEY=VALUE'))
+    parser.add_argument('--backend', nargs='+', choices=BACKENDS, default=None,
+                        help='run these backends side by side (CPU); eager torch is always '
+                        'run too, as the baseline of the ratios')
+    parser.add_argument('--no-torch-baseline', action='store_true',
+                        help='with --backend: run only the listed backends (no ratios '
+                        'unless torch is listed)')
+    parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 8],
+                        help='batch sizes of the --backend runs')
+    parser.add_argument('--ort-opt-level', choices=ORT_LEVELS, default='all',
+                        help='ONNX Runtime graph optimisation level')
+    parser.add_argument('--ort-arena', action='store_true',
+                        help="ONNX Runtime with its CPU memory arena (off by default: lower "
+                        'peak memory)')
+    parser.add_argument('--export-dir', default=None,
+                        help='keep the weights and exported files here, and reuse them when '
+                        'present (same config and --checkpoint: the graph takes any size)')
+    parser.add_argument('--ort-profile', action='store_true',
+                        help="add ONNX Runtime's profile (time per operator type) of one call "
+                        'per batch size, from one more process')
+    # internal: 'backend=file' pairs timed in turn by one child process of --backend
+    parser.add_argument('--backend-run', nargs='+', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -127,7 +156,18 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.compare or args.variant:
+    if not (args.backend or args.backend_run) and not isinstance(args.img_size, int):
+        raise SystemExit('inference.py: error: --img-size HxW is for --backend runs; give one '
+                         'side S (S x S) otherwise')
+    if args.backend and args.device != 'cpu':
+        raise SystemExit('inference.py: error: --backend runs on the CPU (no --device cuda)')
+    if args.backend and not args.no_torch_baseline and 'torch' not in args.backend:
+        args.backend = ['torch', *args.backend]
+    if args.backend_run:
+        result = measure_backends(args)
+    elif args.backend:
+        result = compare(args, Path(__file__))
+    elif args.compare or args.variant:
         argv_common = shared_argv(args) + (['--checkpoint', args.checkpoint]
                                            if args.checkpoint else [])
         runs = run_variants(Path(__file__), argv_common, variant_argvs(args))

@@ -154,3 +154,77 @@ def test_train_step_fsdp_mode_reports_each_rank(capsys):
     assert result['nproc'] == 2 and len(result['peak_mem_mb_per_rank']) == 2
     assert sum(result['local_params_per_rank']) >= result['model_params']
     assert result['wrapped_units'] >= 2  # the root and the encoder layer
+
+
+def test_backend_sizes_and_ratios_to_eager():
+    backends = load_script('backends')
+    assert backends.parse_img_size('320') == 320
+    assert backends.parse_img_size('800x1333') == (800, 1333)
+    runs = {'torch': {'batch_1': {'batch_s': 2.0, 'peak_mem_mb': 1000.0}},
+            'onnxruntime': {'batch_1': {'batch_s': 1.0, 'peak_mem_mb': 1200.0}}}
+    assert backends._vs_torch(runs)['onnxruntime'] == {
+        'batch_1': {'speedup': 2.0, 'memory_ratio': 1.2}}
+    batch = backends.synthetic_images(2, (48, 64))
+    assert batch['inputs'][0].shape == (3, 48, 64)
+    assert batch['data_samples'][1].metainfo['img_shape'] == (48, 64)
+
+
+def test_ort_profile_summary_sums_the_last_run_by_operator(tmp_path):
+    """Only the last model_run counts; kernel times (us) summed per op type, largest first."""
+    def node(name, op, ts, dur):
+        return {'cat': 'Node', 'name': f'{name}_kernel_time', 'ts': ts, 'dur': dur,
+                'args': {'op_name': op}}
+    events = [{'cat': 'Session', 'name': 'model_run', 'ts': 0, 'dur': 5000},
+              node('warm', 'GridSample', 10, 4000),
+              {'cat': 'Session', 'name': 'model_run', 'ts': 10000, 'dur': 10000},
+              node('gs0', 'GridSample', 10100, 3000), node('gs1', 'GridSample', 13200, 2000),
+              node('conv', 'Conv', 15300, 4000),
+              {'cat': 'Node', 'name': 'conv_fence_before', 'ts': 15250, 'dur': 0}]
+    trace = tmp_path / 'profile.json'
+    trace.write_text(json.dumps(events))
+    summary = load_script('backends').profile_summary(str(trace))
+    assert summary['run_ms'] == 10.0 and summary['kernels_ms'] == 9.0
+    assert summary['op_types'] == [{'op': 'GridSample', 'ms': 5.0, 'share': 0.5},
+                                   {'op': 'Conv', 'ms': 4.0, 'share': 0.4}]
+    assert summary['slowest_nodes'][0] == {'node': 'conv', 'op': 'Conv', 'ms': 4.0}
+
+
+def test_export_dir_is_reused_when_its_files_are_there(tmp_path):
+    from types import SimpleNamespace
+    backends = load_script('backends')
+    for name in ('weights.pth', 'model.onnx'):
+        (tmp_path / name).write_text('x')
+    args = SimpleNamespace(backend=['torch', 'onnxruntime'], config='unused.py')
+    prepared = backends.prepare(args, tmp_path)  # nothing built or exported
+    assert prepared['reused_export'] == str(tmp_path) and prepared['export_s'] is None
+    assert prepared['files'] == {'onnx': str(tmp_path / 'model.onnx')}
+
+
+def test_inference_refuses_a_rectangle_without_backend():
+    with pytest.raises(SystemExit, match='HxW is for --backend'):
+        load_script('inference').main([CONFIG, '--img-size', '64x96'])
+
+
+@pytest.mark.slow  # an export plus four fresh processes (about a minute of CPU)
+def test_backends_side_by_side_json(capsys):
+    pytest.importorskip('onnxruntime')
+    config = str(ROOT / 'configs/quickstart/co_dino_r18_k0_quickstart_synthetic.py')
+    result = load_script('inference').main(
+        [config, '--backend', 'onnxruntime', '--batch-sizes', '1', '2',  # + torch baseline
+         '--img-size', '96x128', '--iters', '1', '--warmup', '1', '--threads', '1',
+         '--ort-profile'])
+    assert printed_json(capsys) == result
+    assert result['benchmark'] == 'inference_backends' and result['img_size'] == '96x128'
+    for backend in ('torch', 'onnxruntime'):
+        for key, batch in (('batch_1', 1), ('batch_2', 2)):
+            run = result['runs'][backend][key]
+            assert run['batch_size'] == batch and run['batch_s'] > 0
+            assert run['per_image_s'] == pytest.approx(run['batch_s'] / batch, rel=1e-2)
+            assert run['peak_mem_mb'] >= run['memory']['baseline_mb'] > 0
+    profile = result['runs']['onnxruntime']['batch_2']['profile']
+    assert profile['op_types'][0]['ms'] >= profile['op_types'][-1]['ms'] > 0
+    assert 0 < profile['kernels_ms'] <= profile['run_ms']
+    speedup = result['vs_torch']['onnxruntime']['batch_1']['speedup']
+    assert speedup == pytest.approx(result['runs']['torch']['batch_1']['batch_s'] /
+                                    result['runs']['onnxruntime']['batch_1']['batch_s'],
+                                    rel=1e-2)

@@ -18,7 +18,13 @@ from codetr.structures.mask import encode_masks
 from codetr.utils.progress import Progress
 from codetr.visualization.draw import draw_instances
 
-from .inference import ImageInput, build_test_pipeline, init_detector, run_batch
+from .inference import (
+    ImageInput,
+    build_test_pipeline,
+    init_deployed_detector,
+    init_detector,
+    run_batch,
+)
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -57,18 +63,24 @@ class DetInferencer:
 
     Args:
         model: a config file, a short config name or a ``Config``.
-        weights: its checkpoint (class names come from its ``meta['dataset_meta']``).
+        weights: its checkpoint (class names come from its ``meta['dataset_meta']``); with
+            another ``backend``, the exported ``.onnx`` / ``.pt2`` file.
         device: e.g. ``'cpu'`` or ``'cuda:0'``.
         cfg_options: config overrides.
         show_progress: report the images done when a call has more than one
             (:mod:`codetr.utils.progress`).
+        backend: ``'pytorch'`` (the built model), ``'onnxruntime'`` (an ONNX export) or
+            ``'export'`` (a ``torch.export`` program); same preprocessing and outputs.
     """
 
     def __init__(self, model: str | Path | Config, weights: str | None = None,
                  device: str = 'cpu', cfg_options: dict | None = None,
-                 show_progress: bool = True) -> None:
+                 show_progress: bool = True, backend: str = 'pytorch') -> None:
         self.show_progress = show_progress
-        self.model = init_detector(model, weights, device=device, cfg_options=cfg_options)
+        if backend == 'pytorch':
+            self.model = init_detector(model, weights, device=device, cfg_options=cfg_options)
+        else:
+            self.model = init_deployed_detector(model, weights, backend, device, cfg_options)
         meta = self.model.dataset_meta or {}
         self.classes = tuple(meta.get('classes', ()))
         self._pipelines = {

@@ -90,6 +90,31 @@ def init_detector(config: str | Path | Config, checkpoint: str | None = None,
     return model.to(device).eval()
 
 
+def init_deployed_detector(config: str | Path | Config, exported: str | Path | None,
+                           backend: str = 'onnxruntime', device: str = 'cpu',
+                           cfg_options: dict | None = None) -> Any:
+    """An exported model behind :func:`init_detector`'s interface (``cfg``,
+    ``dataset_meta``, ``test_step``), for :func:`inference_detector` and ``DetInferencer``.
+
+    Args:
+        config: the config the model was exported from (test pipeline, preprocessing).
+        exported: the ``.onnx`` (``backend='onnxruntime'``) or ``.pt2`` (``backend='export'``)
+            file written by ``tools/deployment/export_onnx.py``.
+        backend: ``'onnxruntime'`` or ``'export'``.
+        device: ``'cpu'`` or ``'cuda[:N]'``.
+        cfg_options: overrides merged into the config.
+    """
+    if exported is None:
+        raise ValueError(f'backend={backend!r} runs an exported file: give it as the weights '
+                         '(the .onnx / .pt2 written by tools/deployment/export_onnx.py)')
+    from codetr.deployment.runtime import load_deployed  # lazy: onnxruntime is an extra
+
+    cfg = _as_config(config, cfg_options)
+    init_default_scope(cfg.get('default_scope', 'codetr'))
+    register_all_modules(init_default_scope=False)
+    return load_deployed(exported, cfg, backend=backend, device=device)
+
+
 def _load_weights(model: nn.Module, checkpoint: str, config: Any) -> dict | None:
     """Load the state dict (warning about partial matches); return ``meta['dataset_meta']``."""
     ckpt = load_checkpoint(str(checkpoint), map_location='cpu')
@@ -145,9 +170,9 @@ def build_test_pipeline(cfg: Config, from_array: bool) -> list[BaseTransform]:
     return transforms
 
 
-def run_batch(model: nn.Module, pipeline: Sequence[BaseTransform],
-              images: Sequence[ImageInput]) -> list[DetDataSample]:
-    """One ``test_step`` over ``images`` (paths or BGR arrays, not mixed)."""
+def pack_images(pipeline: Sequence[BaseTransform], images: Sequence[ImageInput]) -> dict:
+    """``dict(inputs=[uint8 (3, H, W)], data_samples=[...])`` of ``images`` (paths or BGR
+    arrays, not mixed) after ``pipeline``: what ``test_step`` takes."""
     inputs, samples = [], []
     for index, image in enumerate(images):
         results = (dict(img=image, img_id=index) if isinstance(image, np.ndarray)
@@ -156,8 +181,14 @@ def run_batch(model: nn.Module, pipeline: Sequence[BaseTransform],
             results = transform(results)
         inputs.append(results['inputs'])
         samples.append(results['data_samples'])
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def run_batch(model: nn.Module, pipeline: Sequence[BaseTransform],
+              images: Sequence[ImageInput]) -> list[DetDataSample]:
+    """One ``test_step`` over ``images`` (paths or BGR arrays, not mixed)."""
     with torch.no_grad():
-        return model.test_step(dict(inputs=inputs, data_samples=samples))
+        return model.test_step(pack_images(pipeline, images))
 
 
 def inference_detector(model: nn.Module, imgs: ImageInput | Sequence[ImageInput]

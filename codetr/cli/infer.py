@@ -2,12 +2,15 @@
 
     codetr-infer IMAGES CONFIG --weights CKPT [--out-dir outputs]
                  [--device cpu] [--pred-score-thr 0.3] [--batch-size 1]
+                 [--backend pytorch|onnxruntime|export]
 
 ``demo/image_demo.py`` in a clone is the same command. IMAGES is an image file, a folder of
 images or a glob pattern (quote it); CONFIG a file, a path under the configs folder or a
 short name (:func:`codetr.utils.resolve_config`). Writes
 ``OUT_DIR/vis/<name>.png`` and ``OUT_DIR/preds/<name>.json``; class names come from the
-checkpoint's metadata (saved by ``codetr-train``).
+checkpoint's metadata (saved by ``codetr-train``). With ``--backend onnxruntime`` or
+``export``, ``--weights`` is the ``.onnx`` / ``.pt2`` file written by
+``tools/deployment/export_onnx.py`` (class names from its metadata).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from codetr.cli.utils import CONFIG_HELP, add_cwd_to_sys_path, command_name, fai
 from codetr.utils.config_path import AmbiguousConfigError, resolve_config
 
 PROG = command_name('codetr-infer', 'demo/image_demo.py')
+BACKENDS = ('pytorch', 'onnxruntime', 'export')
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,6 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--weights', help='checkpoint file (without it: untrained weights)')
     parser.add_argument('--out-dir', default='outputs', help='where vis/ and preds/ go')
     parser.add_argument('--device', default='cpu', help="e.g. 'cpu' or 'cuda:0'")
+    parser.add_argument('--backend', default='pytorch', choices=BACKENDS,
+                        help='onnxruntime / export: --weights is an exported .onnx / .pt2')
     parser.add_argument('--pred-score-thr', type=float, default=0.3,
                         help='draw predictions scoring at least this')
     parser.add_argument('--batch-size', type=int, default=1, help='images per forward pass')
@@ -42,17 +48,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from codetr.apis import DetInferencer
+    from codetr.deployment.checks import ExportError
     from codetr.engine.checkpoint import CheckpointError
 
     add_cwd_to_sys_path()
     try:
         config = resolve_config(args.model)
         inferencer = DetInferencer(config, args.weights, device=args.device,
-                                   cfg_options=args.cfg_options)
+                                   cfg_options=args.cfg_options, backend=args.backend)
         results = inferencer(args.inputs, out_dir=args.out_dir,
                              pred_score_thr=args.pred_score_thr, batch_size=args.batch_size,
                              no_save_vis=args.no_save_vis, no_save_pred=args.no_save_pred)
-    except (CheckpointError, FileNotFoundError, AmbiguousConfigError) as err:
+    except (CheckpointError, FileNotFoundError, AmbiguousConfigError, ImportError,
+            ExportError) as err:
         fail(PROG, str(err))
     print(f'{len(results["predictions"])} image(s); results in {args.out_dir}/')
 

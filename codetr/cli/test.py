@@ -4,7 +4,8 @@
 configs folder or a short name (:func:`codetr.utils.resolve_config`). The flags are
 MMDetection's. ``--out`` adds a ``DumpDetResults`` metric, ``--show-dir``
 turns on the ``DetVisualizationHook`` of ``default_hooks``, ``--tta`` wraps the model in
-``cfg.tta_model`` and tests with ``cfg.tta_pipeline``. Distributed testing goes through
+``cfg.tta_model`` and tests with ``cfg.tta_pipeline``; ``--amp`` tests under float16
+autocast on CUDA, bfloat16 on a CPU. Distributed testing goes through
 ``tools/dist_test.sh`` or ``tools/slurm_test.sh``.
 """
 from __future__ import annotations
@@ -35,6 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         '(relative paths are inside the run\'s log directory)')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds per shown image')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation')
+    parser.add_argument('--amp', action='store_true', help='half-precision inference: float16 '
+                        'autocast on CUDA, bfloat16 on a CPU')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. test_dataloader.batch_size=1')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -51,7 +54,7 @@ def _fail(message: str) -> None:
 
 def build_cfg(args: argparse.Namespace) -> Config:
     """The config after applying the command-line flags (no Runner built)."""
-    from codetr.engine import adapt_cfg_to_device
+    from codetr.engine import adapt_cfg_to_device, enable_test_amp
 
     cfg = load_config(args.config, PROG)
     cfg.launcher = args.launcher
@@ -66,6 +69,11 @@ def build_cfg(args: argparse.Namespace) -> Config:
         _enable_visualization(cfg, args)
     if args.tta:
         _enable_tta(cfg)
+    if args.amp:
+        try:
+            enable_test_amp(cfg)
+        except ValueError as err:
+            _fail(str(err))
     if args.out is not None:
         _add_dump_metric(cfg, args.out)
     adapt_cfg_to_device(cfg, args.launcher)

@@ -3,6 +3,7 @@
 Importing this package allow-lists the objects mmengine checkpoints contain for
 ``torch.load(weights_only=True)`` (see :mod:`codetr.engine.checkpoint`).
 """
+from .amp import enable_test_amp
 from .checkpoint import (
                          SAFE_GLOBALS,
                          CheckpointError,
@@ -29,4 +30,5 @@ __all__ = ['SAFE_GLOBALS', 'AtomicCheckpointHook', 'BFloat16OptimWrapper',
            'CodetrFSDPStrategy', 'CodetrFlexibleRunner', 'CodetrRunner',
            'LayerDecayOptimWrapperConstructor', 'NonFiniteLossHook',
            'adapt_cfg_to_device', 'allow_mmengine_checkpoint_types', 'atomic_save',
-           'configure_strategy', 'layer_wrap_policy', 'load_checkpoint', 'shutdown_distributed']
+           'configure_strategy', 'enable_test_amp', 'layer_wrap_policy', 'load_checkpoint',
+           'shutdown_distributed']

@@ -10,9 +10,10 @@ from .co_dino_transformer import (
     SelectedQueries,
 )
 from .detr_criterion import DetrCriterion, DetrTargets, image_size_factors, mean_over_ranks
-from .postprocess import detr_postprocess
+from .postprocess import detr_postprocess, finish_detections
 
 __all__ = ['CO_DINO_R50_TRANSFORMER', 'CoConditionalDETRHead', 'CoDABDETRHead', 'CoDINOHead',
            'CoDeformDETRHead', 'CoDinoTransformer',
            'DetrCriterion', 'DetrTargets', 'EncoderOutput', 'SelectedQueries',
-           'detr_postprocess', 'image_size_factors', 'level_padding_masks', 'mean_over_ranks']
+           'detr_postprocess', 'finish_detections', 'image_size_factors', 'level_padding_masks',
+           'mean_over_ranks']

@@ -51,13 +51,32 @@ def detr_postprocess(cls_scores: Tensor, bbox_preds: Tensor, img_meta: dict[str,
     scores, index = cls_scores.sigmoid().flatten().topk(k)
     labels = index % num_classes
     boxes = bbox_preds[index // num_classes]
-    if score_thr > 0:
-        keep = scores > score_thr
-        scores, labels, boxes = scores[keep], labels[keep], boxes[keep]
-
     img_h, img_w = img_meta['img_shape'][:2]
     boxes = bbox_cxcywh_to_xyxy(boxes) * boxes.new_tensor([img_w, img_h, img_w, img_h])
     boxes = boxes.clamp(min=0).minimum(boxes.new_tensor([img_w, img_h, img_w, img_h]))
+    return finish_detections(boxes, scores, labels, img_meta, max_per_img, score_thr, nms,
+                             rescale)
+
+
+def finish_detections(boxes: Tensor, scores: Tensor, labels: Tensor, img_meta: dict[str, Any],
+                      max_per_img: int, score_thr: float = 0.0, nms: dict | None = None,
+                      rescale: bool = True) -> InstanceData:
+    """The end of :func:`detr_postprocess`, after its top-k: threshold, rescale, NMS, cap.
+
+    Exported graphs stop at the top-k (their ``boxes``, ``scores``, ``labels`` are its
+    output); their runtimes call this with the same settings, so both paths give the same
+    detections.
+
+    Args:
+        boxes: (K, 4) xyxy pixels of ``img_shape``, clipped to it.
+        scores: (K,) descending.
+        labels: (K,).
+        img_meta: ``scale_factor (w, h)`` when ``rescale``.
+        max_per_img, score_thr, nms, rescale: as for :func:`detr_postprocess`.
+    """
+    if score_thr > 0:
+        keep = scores > score_thr
+        scores, labels, boxes = scores[keep], labels[keep], boxes[keep]
     if rescale:
         factor_w, factor_h = _scale_factor(img_meta)
         boxes = boxes / boxes.new_tensor([factor_w, factor_h, factor_w, factor_h])
@@ -67,5 +86,4 @@ def detr_postprocess(cls_scores: Tensor, bbox_preds: Tensor, img_meta: dict[str,
         dets, keep = batched_nms(boxes, scores, labels, nms)
         results = results[keep]
         results.scores = dets[:, -1]
-        results = results[:max_per_img]
-    return results
+    return results[:max_per_img]

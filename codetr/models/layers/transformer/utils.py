@@ -8,9 +8,14 @@ tensor of per-level ``(h, w)`` and ``valid_ratios`` a ``(B, L, 2)`` tensor of pe
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+
+# Level sizes as an (L, 2) long tensor, or as L ``(h, w)`` pairs of ints (symbolic sizes
+# when an export traces the model: a tensor would be read back as data).
+LevelShapes = Tensor | Sequence[Sequence[int]]
 
 # Proposal box side at level 0 as a fraction of the image (Deformable-DETR two-stage); the
 # side doubles with each coarser level.
@@ -81,6 +86,19 @@ def get_valid_ratio(mask: Tensor) -> Tensor:
     return torch.stack([valid_w / width, valid_h / height], dim=-1)
 
 
+def level_shapes(spatial_shapes: LevelShapes) -> list[tuple[int, int]]:
+    """``(h, w)`` of each level as ints, from an (L, 2) tensor or a sequence of pairs."""
+    if isinstance(spatial_shapes, Tensor):
+        spatial_shapes = spatial_shapes.tolist()
+    return [(height, width) for height, width in spatial_shapes]
+
+
+def _scale_xy(xy: Tensor, width: int, height: int) -> Tensor:
+    """(..., 2) ``xy`` times ``(width, height)`` (the same float32 products as multiplying by
+    a ``[width, height]`` tensor, without building one from possibly symbolic sizes)."""
+    return torch.stack([xy[..., 0] * width, xy[..., 1] * height], dim=-1)
+
+
 def _pixel_centres(height: int, width: int, like: Tensor) -> Tensor:
     """(H * W, 2) ``xy`` pixel centres in feature-map pixels, row-major (y outer)."""
     ys = torch.arange(height, dtype=like.dtype, device=like.device) + 0.5
@@ -89,7 +107,7 @@ def _pixel_centres(height: int, width: int, like: Tensor) -> Tensor:
     return torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=-1)
 
 
-def get_reference_points(spatial_shapes: Tensor, valid_ratios: Tensor) -> Tensor:
+def get_reference_points(spatial_shapes: LevelShapes, valid_ratios: Tensor) -> Tensor:
     """Encoder reference points: every pixel centre, seen from every level.
 
     A centre is normalised by its own level's valid size (so 1.0 is the image border, not the
@@ -97,16 +115,16 @@ def get_reference_points(spatial_shapes: Tensor, valid_ratios: Tensor) -> Tensor
     level's padded coordinates for sampling.
 
     Args:
-        spatial_shapes: (L, 2) long ``(h, w)`` per level.
+        spatial_shapes: (L, 2) long ``(h, w)`` per level, or L ``(h, w)`` int pairs.
         valid_ratios: (B, L, 2) ``(w, h)`` valid ratios.
 
     Returns:
         (B, S, L, 2) ``xy`` in [0, 1] of the padded maps, ``S = sum(h * w)``.
     """
     per_level = []
-    for level, (height, width) in enumerate(spatial_shapes.tolist()):
+    for level, (height, width) in enumerate(level_shapes(spatial_shapes)):
         centres = _pixel_centres(height, width, valid_ratios)  # [HW, 2]
-        valid_size = valid_ratios[:, level] * valid_ratios.new_tensor([width, height])  # [B, 2]
+        valid_size = _scale_xy(valid_ratios[:, level], width, height)  # [B, 2]
         per_level.append(centres[None] / valid_size[:, None])  # [B, HW, 2]
     reference_points = torch.cat(per_level, dim=1)  # [B, S, 2]
     return reference_points[:, :, None] * valid_ratios[:, None]
@@ -132,7 +150,7 @@ def scale_by_valid_ratios(reference_points: Tensor, valid_ratios: Tensor) -> Ten
 
 
 def gen_encoder_output_proposals(memory: Tensor, memory_mask: Tensor | None,
-                                 spatial_shapes: Tensor) -> tuple[Tensor, Tensor]:
+                                 spatial_shapes: LevelShapes) -> tuple[Tensor, Tensor]:
     """One square proposal per encoder position, for two-stage query selection.
 
     Each position proposes a box centred on its pixel centre, normalised by the image's valid
@@ -141,7 +159,7 @@ def gen_encoder_output_proposals(memory: Tensor, memory_mask: Tensor | None,
     Args:
         memory: (B, S, C) encoder output, ``S = sum(h * w)``.
         memory_mask: (B, S) bool, True on padding; None when nothing is padded.
-        spatial_shapes: (L, 2) long ``(h, w)`` per level.
+        spatial_shapes: (L, 2) long ``(h, w)`` per level, or L ``(h, w)`` int pairs.
 
     Returns:
         output_memory: (B, S, C) ``memory`` with padded and invalid positions set to 0.
@@ -150,12 +168,12 @@ def gen_encoder_output_proposals(memory: Tensor, memory_mask: Tensor | None,
     """
     batch_size = memory.size(0)
     proposals, start = [], 0
-    for level, (height, width) in enumerate(spatial_shapes.tolist()):
+    for level, (height, width) in enumerate(level_shapes(spatial_shapes)):
         if memory_mask is None:
-            valid_size = memory.new_tensor([width, height]).expand(batch_size, 2)
+            valid_size = _scale_xy(memory.new_ones(batch_size, 2), width, height)
         else:
             level_mask = memory_mask[:, start:start + height * width].view(-1, height, width)
-            valid_size = get_valid_ratio(level_mask) * memory.new_tensor([width, height])
+            valid_size = _scale_xy(get_valid_ratio(level_mask), width, height)
         centres = _pixel_centres(height, width, memory)[None] / valid_size[:, None]  # [B,HW,2]
         wh = torch.full_like(centres, PROPOSAL_BASE_SIZE * 2.0 ** level)
         proposals.append(torch.cat([centres, wh], dim=-1))
