@@ -3,12 +3,15 @@
     python benchmarks/inference.py CONFIG [--checkpoint PTH] [--batch-size 2] [--img-size 320]
         [--iters 5] [--warmup 1] [--threads N] [--device cpu|cuda] [--cfg-options k=v ...]
         [--compare CONFIG2 ...] [--variant NAME k=v ...]
+        [--peer PORT_PATH [--peer-python PYTHON] [--rounds 3]] [--no-floor]
 
 The batch (random pixels, no boxes needed) goes through the model's data preprocessor once;
 each timed iteration is one ``model(..., mode='predict')`` call under ``torch.no_grad`` in
 eval mode: backbone, neck, encoder, decoder and post-processing (NMS if the config has it).
 Without ``--checkpoint`` the weights are random, which times the same work, except that
-NMS cost depends on how many boxes overlap. See benchmarks/README.md.
+NMS cost depends on how many boxes overlap. ``matrix_floor`` is the call's matrix-product
+floor (matrix_floor.py). With ``--peer PATH`` the MMDetection port is measured alternately
+with codetr on the same batch (side_by_side.py). See benchmarks/README.md.
 """
 from __future__ import annotations
 
@@ -35,9 +38,10 @@ from common import (  # noqa: E402
     run_variants,
     sync,
     synthetic_batch,
-    vs_reference,
 )
-from train_step import shared_argv, variant_argvs  # noqa: E402
+from matrix_floor import measure_floor  # noqa: E402
+from side_by_side import add_peer_args, compare, cpu_model, load_batch  # noqa: E402
+from train_step import peer_batch, peer_codetr_argv, shared_argv, variant_argvs  # noqa: E402
 
 from codetr.engine.checkpoint import load_checkpoint  # noqa: E402
 
@@ -60,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--compare', nargs='+', default=[], metavar='CONFIG')
     parser.add_argument('--variant', nargs='+', action='append', default=[],
                         metavar=('NAME', 'KEY=VALUE'))
+    add_peer_args(parser)
     return parser.parse_args(argv)
 
 
@@ -79,7 +84,8 @@ def measure(args: argparse.Namespace) -> dict:
     if args.checkpoint:
         load_weights(model, args.checkpoint)
     model.eval()
-    raw = synthetic_batch(args.batch_size, args.img_size, args.num_gt, num_classes_of(model))
+    raw = (load_batch(args.batch_file) if args.batch_file else
+           synthetic_batch(args.batch_size, args.img_size, args.num_gt, num_classes_of(model)))
     timer = ComponentTimer(device)
     included = attach_component_timers(model, timer)
     memory = PeakMemory(device)
@@ -102,7 +108,15 @@ def measure(args: argparse.Namespace) -> dict:
     included = {k: v for k, v in included.items()
                 if not k.startswith(('aux_head.', 'positive_queries', 'query_head_rest'))}
     included['rest'] = 'predict minus the above: query selection, post-processing (top-k, NMS)'
-    return summarise(args, times, parts, included, memory.report())
+    result = summarise(args, times, parts, included, memory.report())
+    if args.floor and device.type == 'cpu':
+
+        def step() -> None:
+            with torch.no_grad():
+                model(**data, mode='predict')
+
+        result['matrix_floor'] = measure_floor(step, result['batch_s'])
+    return result
 
 
 def summarise(args: argparse.Namespace, times: list[float], parts: list[dict], included: dict,
@@ -110,15 +124,13 @@ def summarise(args: argparse.Namespace, times: list[float], parts: list[dict], i
     batch_s = median(times)
     return {
         'benchmark': 'inference', 'config': args.config, 'checkpoint': args.checkpoint,
-        'device': args.device, 'threads': torch.get_num_threads(),
+        'device': args.device, 'cpu_model': cpu_model(), 'threads': torch.get_num_threads(),
         'batch_size': args.batch_size, 'img_size': args.img_size, 'iters': args.iters,
         'warmup': args.warmup, 'batch_s': round(batch_s, 4),
         'images_per_s': round(args.batch_size / batch_s, 3),
         'split_s': {n: round(median([p.get(n, 0.0) for p in parts]), 4) for n in included},
         'components_included': included,
         'peak_mem_mb': memory['peak_mb'], 'memory': memory,
-        'vs_reference': vs_reference(args, batch_s, memory['peak_mb'], 'predict_batch_s',
-                                     target_speedup=2.0),
     }
 
 
@@ -126,7 +138,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.compare or args.variant:
+    if args.peer:
+        argv = peer_codetr_argv(args) + (['--checkpoint', args.checkpoint]
+                                         if args.checkpoint else [])
+        result = compare(args, Path(__file__), argv, peer_batch(args), 'predict', 'batch_s')
+    elif args.compare or args.variant:
         argv_common = shared_argv(args) + (['--checkpoint', args.checkpoint]
                                            if args.checkpoint else [])
         runs = run_variants(Path(__file__), argv_common, variant_argvs(args))

@@ -4,6 +4,7 @@ one JSON object.
     python benchmarks/train_step.py CONFIG [--batch-size 2] [--img-size 320] [--num-gt 3]
         [--iters 5] [--warmup 2] [--threads N] [--device cpu|cuda] [--cfg-options k=v ...]
         [--amp] [--glibc-tunables [VALUE]] [--compare CONFIG2 ...] [--variant NAME k=v ...]
+        [--peer PORT_PATH [--peer-python PYTHON] [--rounds 3]] [--no-floor]
 
 ``--amp`` trains as ``tools/train.py --amp`` does (bfloat16 autocast on a CPU, float16 with
 loss scaling on CUDA). ``--glibc-tunables`` measures in a child process whose glibc malloc
@@ -18,9 +19,14 @@ config's ``optim_wrapper`` (AdamW, gradient clipping). The forward pass is split
 component (see the ``components_included`` key of the output); ``backward_step_s`` is the
 backward pass plus the optimizer step.
 
+``matrix_floor`` is the step's matrix-product floor measured in the same process (the
+step's matrix products timed alone, matrix_floor.py) and ``step_over_floor`` = step / floor.
+
 With ``--compare`` or ``--variant``, every config / variant runs in its own process (the
 CPU peak-RSS figure only ever grows within one process) and the output holds each run and
-its ratios to the first one. See benchmarks/README.md.
+its ratios to the first one. With ``--peer PATH`` the MMDetection port at PATH is measured
+with the same batch, optimizer, threads and steps, alternating with codetr in fresh
+processes (side_by_side.py). See benchmarks/README.md.
 """
 from __future__ import annotations
 
@@ -50,8 +56,9 @@ from common import (  # noqa: E402
     run_variants,
     sync,
     synthetic_batch,
-    vs_reference,
 )
+from matrix_floor import measure_floor  # noqa: E402
+from side_by_side import add_peer_args, compare, cpu_model, load_batch  # noqa: E402
 
 COMPARED_KEYS = ('step_s', 'forward_s', 'backward_step_s', 'peak_mem_mb')
 # glibc malloc: a fixed 4 MB mmap threshold (the default one grows up to 32 MB as blocks are
@@ -80,6 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         metavar=('NAME', 'KEY=VALUE'),
                         help='a variant of CONFIG: a name and cfg options, e.g. '
                              '--variant k0 model.aux_heads={} (repeatable)')
+    add_peer_args(parser)
     return parser.parse_args(argv)
 
 
@@ -91,6 +99,7 @@ def shared_argv(args: argparse.Namespace) -> list[str]:
     argv += ['--amp'] if getattr(args, 'amp', False) else []
     if getattr(args, 'glibc_tunables', None):
         argv += ['--glibc-tunables', args.glibc_tunables]
+    argv += [] if getattr(args, 'floor', True) else ['--no-floor']
     return argv + (['--threads', str(args.threads)] if args.threads else [])
 
 
@@ -148,7 +157,8 @@ def measure(args: argparse.Namespace) -> dict:
     model = build_model(cfg, device)
     model.train()
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-    raw = synthetic_batch(args.batch_size, args.img_size, args.num_gt, num_classes_of(model))
+    raw = (load_batch(args.batch_file) if args.batch_file else
+           synthetic_batch(args.batch_size, args.img_size, args.num_gt, num_classes_of(model)))
     data = model.data_preprocessor(raw, training=True)
     timer = ComponentTimer(device)
     included = attach_component_timers(model, timer)
@@ -176,6 +186,14 @@ def measure(args: argparse.Namespace) -> dict:
     result = summarise(args, cfg, forward_s, backward_s, parts, included, memory.report())
     result.update(precision=precision_of(cfg),
                   glibc_tunables=os.environ.get('GLIBC_TUNABLES') or None)
+    if args.floor and device.type == 'cpu':  # after the memory figures: it allocates too
+
+        def step() -> None:
+            with optim_wrapper.optim_context(model):
+                loss, _ = model.parse_losses(model(**data, mode='loss'))
+            optim_wrapper.update_params(loss)
+
+        result['matrix_floor'] = measure_floor(step, result['step_s'])
     return result
 
 
@@ -185,7 +203,8 @@ def summarise(args: argparse.Namespace, cfg, forward_s: list[float], backward_s:
     names = list(included)
     result = {
         'benchmark': 'train_step', 'config': args.config, 'device': args.device,
-        'threads': torch.get_num_threads(), 'batch_size': args.batch_size,
+        'cpu_model': cpu_model(), 'threads': torch.get_num_threads(),
+        'batch_size': args.batch_size,
         'img_size': args.img_size, 'num_gt': args.num_gt, 'iters': args.iters,
         'warmup': args.warmup, 'num_aux_heads': len(cfg.model.get('aux_heads') or {}),
         'step_s': round(step_s, 4),
@@ -196,9 +215,22 @@ def summarise(args: argparse.Namespace, cfg, forward_s: list[float], backward_s:
         'components_included': included,
         'peak_mem_mb': memory['peak_mb'], 'memory': memory,
     }
-    result['vs_reference'] = vs_reference(args, step_s, memory['peak_mb'], 'train_step_s',
-                                          target_speedup=3.0)
     return result
+
+
+def peer_codetr_argv(args: argparse.Namespace) -> list[str]:
+    """One codetr run of a side-by-side comparison: the config and settings, no --peer."""
+    opts = [f'{k}={v}' for k, v in args.cfg_options.items()]
+    argv = [args.config, *shared_argv(args)]
+    argv = [a for a in argv if a not in ('--no-floor',)]
+    return argv + (['--cfg-options', *opts] if opts else [])
+
+
+def peer_batch(args: argparse.Namespace) -> dict:
+    """The synthetic batch of a side-by-side run (labels below the config's class count)."""
+    cfg = load_config(args.config, args.cfg_options)
+    num_classes = int(cfg.model.query_head.get('num_classes', 1))
+    return synthetic_batch(args.batch_size, args.img_size, args.num_gt, num_classes)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -208,6 +240,9 @@ def main(argv: list[str] | None = None) -> dict:
     tuned = rerun_with_tunables(Path(__file__), args, argv)
     if tuned is not None:
         result = tuned
+    elif args.peer:
+        result = compare(args, Path(__file__), peer_codetr_argv(args), peer_batch(args),
+                         'train', 'step_s')
     elif args.compare or args.variant:
         runs = run_variants(Path(__file__), shared_argv(args), variant_argvs(args))
         result = {'benchmark': 'train_step', 'runs': runs,
