@@ -21,8 +21,16 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from mmengine.config import DictAction
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from codetr.cpu_runtime import configure_cpu_runtime  # noqa: E402
+
+# As the tools do, before torch loads (OpenMP and torch's allocator read it then); turned
+# off by CODETR_LEAN_MALLOC=0 / CODETR_OMP_SPIN=0 (see codetr/cpu_runtime.py). Imported by
+# a process that has torch already (the tests), it changes nothing.
+CPU_RUNTIME = configure_cpu_runtime()
+
+import torch  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -109,6 +117,7 @@ def measure(args: argparse.Namespace) -> dict:
                 if not k.startswith(('aux_head.', 'positive_queries', 'query_head_rest'))}
     included['rest'] = 'predict minus the above: query selection, post-processing (top-k, NMS)'
     result = summarise(args, times, parts, included, memory.report())
+    result['cpu_runtime'] = CPU_RUNTIME
     if args.floor and device.type == 'cpu':
 
         def step() -> None:

@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from common import run_json
 
+from codetr.cpu_runtime import SET_HERE
+
 PEER_SCRIPT = Path(__file__).resolve().parent / 'peer_mmdet_port.py'
 PEER_PYTHON_ENV = 'CODETR_PEER_PYTHON'
 
@@ -96,6 +98,8 @@ def _env(threads: int | None, keep_pythonpath: bool) -> dict:
         env['OMP_NUM_THREADS'] = str(threads)
     if not keep_pythonpath:
         env.pop('PYTHONPATH', None)  # the port's process must not see codetr
+        for name in SET_HERE:  # and runs with its own defaults, not codetr's start-up ones
+            env.pop(name, None)
     return env
 
 

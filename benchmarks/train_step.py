@@ -37,9 +37,17 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from mmengine.config import DictAction
-from mmengine.optim import build_optim_wrapper
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from codetr.cpu_runtime import configure_cpu_runtime  # noqa: E402
+
+# As the tools do, before torch loads (OpenMP and torch's allocator read it then); turned
+# off by CODETR_LEAN_MALLOC=0 / CODETR_OMP_SPIN=0 (see codetr/cpu_runtime.py). Imported by
+# a process that has torch already (the tests), it changes nothing.
+CPU_RUNTIME = configure_cpu_runtime()
+
+import torch  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
+from mmengine.optim import build_optim_wrapper  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -185,7 +193,8 @@ def measure(args: argparse.Namespace) -> dict:
             parts.append(dict(timer.times, query_head_rest=(t1 - t0) - sum(timer.times.values())))
     result = summarise(args, cfg, forward_s, backward_s, parts, included, memory.report())
     result.update(precision=precision_of(cfg),
-                  glibc_tunables=os.environ.get('GLIBC_TUNABLES') or None)
+                  glibc_tunables=os.environ.get('GLIBC_TUNABLES') or None,
+                  cpu_runtime=CPU_RUNTIME)
     if args.floor and device.type == 'cpu':  # after the memory figures: it allocates too
 
         def step() -> None:

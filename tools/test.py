@@ -12,8 +12,12 @@ import os
 import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
-from mmengine.runner import Runner
+from codetr.cpu_runtime import configure_cpu_runtime
+
+configure_cpu_runtime()  # before torch loads (codetr/cpu_runtime.py)
+
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
 
 WORK_DIRS = './work_dirs'
 OUT_SUFFIXES = ('.pkl', '.pickle', '.json')
