@@ -114,6 +114,12 @@ class PeakMemory:
                 'delta_mb': round(peak - self.baseline_mb, 1)}
 
 
+def minor_faults() -> int:
+    """Page faults of this process so far that needed no disk read (first touches of fresh
+    memory, mostly): a count that, unlike time, does not depend on the machine's load."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def sync(device: torch.device) -> None:
     if device.type == 'cuda':
         torch.cuda.synchronize(device)

@@ -41,6 +41,7 @@ from common import (  # noqa: E402
     build_model,
     load_config,
     median,
+    minor_faults,
     num_classes_of,
     ratios_to_first,
     run_variants,
@@ -101,9 +102,11 @@ def measure(args: argparse.Namespace) -> dict:
         data = model.data_preprocessor(raw, training=False)
         memory.start()
         times, parts = [], []
+        faults = 0
         for it in range(args.warmup + args.iters):
             timer.reset()
             timer.active = it >= args.warmup
+            faults = minor_faults() if it == args.warmup else faults
             sync(device)
             t0 = time.perf_counter()
             model(**data, mode='predict')
@@ -118,6 +121,7 @@ def measure(args: argparse.Namespace) -> dict:
     included['rest'] = 'predict minus the above: query selection, post-processing (top-k, NMS)'
     result = summarise(args, times, parts, included, memory.report())
     result['cpu_runtime'] = CPU_RUNTIME
+    result['page_faults_per_batch'] = (minor_faults() - faults) // max(args.iters, 1)
     if args.floor and device.type == 'cpu':
 
         def step() -> None:

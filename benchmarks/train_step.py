@@ -58,6 +58,7 @@ from common import (  # noqa: E402
     build_model,
     load_config,
     median,
+    minor_faults,
     num_classes_of,
     ratios_to_first,
     run_json,
@@ -173,9 +174,11 @@ def measure(args: argparse.Namespace) -> dict:
     memory = PeakMemory(device)
     memory.start()
     forward_s, backward_s, parts = [], [], []
+    faults = 0
     for it in range(args.warmup + args.iters):
         timer.reset()
         timer.active = it >= args.warmup
+        faults = minor_faults() if it == args.warmup else faults
         sync(device)
         t0 = time.perf_counter()
         with optim_wrapper.optim_context(model):  # autocast with BFloat16OptimWrapper
@@ -192,7 +195,8 @@ def measure(args: argparse.Namespace) -> dict:
             backward_s.append(t2 - t1)
             parts.append(dict(timer.times, query_head_rest=(t1 - t0) - sum(timer.times.values())))
     result = summarise(args, cfg, forward_s, backward_s, parts, included, memory.report())
-    result.update(precision=precision_of(cfg),
+    result.update(page_faults_per_step=(minor_faults() - faults) // max(args.iters, 1),
+                  precision=precision_of(cfg),
                   glibc_tunables=os.environ.get('GLIBC_TUNABLES') or None,
                   cpu_runtime=CPU_RUNTIME)
     if args.floor and device.type == 'cpu':  # after the memory figures: it allocates too
