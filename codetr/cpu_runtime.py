@@ -2,7 +2,8 @@
 
 Two settings, each on by default and each with an environment variable to turn it off:
 
-* **Lean allocator** (``CODETR_LEAN_MALLOC=0`` turns it off). glibc's malloc raises its mmap
+* **Lean allocator** (``CODETR_LEAN_MALLOC=0`` turns it off, ``CODETR_LEAN_MALLOC=thp``
+  keeps the huge pages only). glibc's malloc raises its mmap
   threshold (up to 32 MB) every time a large block is freed, after which freed activations
   of a training step stay in the heap: the peak RSS grows by hundreds of MB over the live
   tensors. ``mallopt(M_MMAP_THRESHOLD, 4 MB)`` fixes the threshold, so blocks of 4 MB and
@@ -61,14 +62,16 @@ def _glibc() -> ctypes.CDLL | None:
     return libc
 
 
-def apply_lean_malloc() -> dict:
-    """Fix glibc's mmap threshold at 4 MB and ask torch for huge pages; what was applied."""
+def apply_lean_malloc(threshold: bool = True) -> dict:
+    """Fix glibc's mmap threshold at 4 MB (unless ``threshold`` is False) and ask torch for
+    huge pages; what was applied."""
     applied: dict = {}
     if 'glibc.malloc.mmap_threshold' in os.environ.get('GLIBC_TUNABLES', ''):
-        return {'mmap_threshold': 'GLIBC_TUNABLES'}
-    libc = _glibc()
-    if libc is not None and libc.mallopt(M_MMAP_THRESHOLD, LEAN_MMAP_THRESHOLD) == 1:
-        applied['mmap_threshold'] = LEAN_MMAP_THRESHOLD
+        applied['mmap_threshold'] = 'GLIBC_TUNABLES'
+    elif threshold:
+        libc = _glibc()
+        if libc is not None and libc.mallopt(M_MMAP_THRESHOLD, LEAN_MMAP_THRESHOLD) == 1:
+            applied['mmap_threshold'] = LEAN_MMAP_THRESHOLD
     if 'THP_MEM_ALLOC_ENABLE' not in os.environ:  # torch reads it at its first allocation
         os.environ['THP_MEM_ALLOC_ENABLE'] = '1'
         applied['thp_mem_alloc'] = True
@@ -106,7 +109,8 @@ def configure_cpu_runtime() -> dict:
     before = {name: os.environ.get(name) for name in RUNTIME_ENV}
     threshold = None
     if _enabled(LEAN_MALLOC_ENV):
-        threshold = apply_lean_malloc().get('mmap_threshold')
+        huge_pages_only = os.environ.get(LEAN_MALLOC_ENV, '').strip().lower() == 'thp'
+        threshold = apply_lean_malloc(not huge_pages_only).get('mmap_threshold')
     if _enabled(OMP_SPIN_ENV):
         apply_omp_spin()
     SET_HERE.update(n for n in RUNTIME_ENV if before[n] is None and n in os.environ)

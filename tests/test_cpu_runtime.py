@@ -70,6 +70,13 @@ def test_switches_turn_each_setting_off():
 
 
 @glibc_only
+def test_huge_pages_alone():
+    result = probe({'CODETR_LEAN_MALLOC': 'thp'})
+    assert result['mmap_threshold'] is None and result['mmapped_blocks'] == 0
+    assert result['THP_MEM_ALLOC_ENABLE'] == '1'
+
+
+@glibc_only
 def test_user_settings_are_kept():
     result = probe({'GLIBC_TUNABLES': 'glibc.malloc.mmap_threshold=65536',
                     'THP_MEM_ALLOC_ENABLE': '0', 'OMP_WAIT_POLICY': 'PASSIVE'})
