@@ -8,10 +8,12 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_DIR ?= work_dirs/demo
 DEMO_CONFIG ?= configs/quickstart/co_dino_r18_k2_quickstart_synthetic.py
 
-.PHONY: test demo lint install clean
+.PHONY: test demo lint install wheel clean
 
 install: $(VENV)/.installed
 
+# setuptools<81 is pinned here, not in requirements.txt: it keeps pkg_resources, which
+# mmengine 0.10 imports for `pkg::` configs, read_base() and mmengine.hub (codetr uses none).
 $(VENV)/.installed: setup.py requirements.txt requirements/tests.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip "setuptools<81" wheel
@@ -34,6 +36,10 @@ demo: install
 		--output-dir $(DEMO_DIR)/browse --max-images 8
 	@echo "Browsed ground truth written to $(DEMO_DIR)/browse"
 	$(PY) tools/misc/run_demo.py --config $(DEMO_CONFIG) --work-dir $(DEMO_DIR)
+
+# A wheel in dist/ (configs copied into it as codetr/.mim/configs); README, "Install".
+wheel: install
+	$(PY) -m pip wheel --no-deps --no-build-isolation -w dist .
 
 clean:
 	rm -rf work_dirs outputs .pytest_cache

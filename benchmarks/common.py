@@ -31,6 +31,7 @@ if str(REPO_ROOT) not in sys.path:
 from codetr.registry import MODELS  # noqa: E402
 from codetr.structures import DetDataSample  # noqa: E402
 from codetr.utils import register_all_modules  # noqa: E402
+from codetr.utils.progress import track  # noqa: E402
 
 
 def load_config(path: str, cfg_options: dict | None = None) -> Config:
@@ -83,6 +84,35 @@ def synthetic_batch(batch_size: int, img_size: int, num_gt: int, num_classes: in
             labels=torch.randint(0, num_classes, (num_gt,), generator=g))
         samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
+
+
+class SavedTensorMeter:
+    """MB of the tensors autograd keeps for the backward pass of one forward (activations).
+
+    Use ``with meter.recording(model):`` around a forward pass. Parameters (and views of
+    them) are not counted; tensors saved inside activation-checkpointed regions are dropped
+    by the checkpoint's own hooks, so only what checkpointing keeps is counted. Storages
+    are counted once however many tensors view them.
+    """
+
+    def __init__(self) -> None:
+        self.saved_mb = 0.0
+
+    @contextmanager
+    def recording(self, model: nn.Module) -> Iterator[None]:
+        params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        seen: dict[int, int] = {}
+
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            storage = tensor.untyped_storage()
+            ptr = storage.data_ptr()
+            if ptr not in params and tensor.device.type != 'meta':
+                seen[ptr] = storage.nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            yield
+        self.saved_mb = round(sum(seen.values()) / 2**20, 1)
 
 
 class PeakMemory:
@@ -227,7 +257,7 @@ def run_variants(script: Path, base_argv: list[str], variants: dict[str, list[st
         variants: ``{name: [config, extra args...]}``.
     """
     return {name: run_json([sys.executable, str(script), *argv, *base_argv], f'variant {name!r}')
-            for name, argv in variants.items()}
+            for name, argv in track(list(variants.items()), script.stem, unit='variants')}
 
 
 def run_json(cmd: list[str], label: str, env: dict | None = None) -> dict:

@@ -47,6 +47,7 @@ from common import (  # noqa: E402
     run_variants,
     sync,
     synthetic_batch,
+    track,
 )
 from matrix_floor import measure_floor  # noqa: E402
 from side_by_side import add_peer_args, compare, cpu_model, load_batch  # noqa: E402
@@ -103,7 +104,7 @@ def measure(args: argparse.Namespace) -> dict:
         memory.start()
         times, parts = [], []
         faults = 0
-        for it in range(args.warmup + args.iters):
+        for it in track(range(args.warmup + args.iters), 'inference', unit='batches'):
             timer.reset()
             timer.active = it >= args.warmup
             faults = minor_faults() if it == args.warmup else faults

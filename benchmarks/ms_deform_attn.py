@@ -37,6 +37,7 @@ from codetr.models.layers.ms_deform_attn.pytorch_backend import (  # noqa: E402
     ms_deform_attn_pytorch_autograd,
     ms_deform_attn_pytorch_stacked,
 )
+from codetr.utils.progress import track  # noqa: E402
 
 # Co-DINO 5-scale: strides 4..64, 8 heads of 32 channels (C=256), 4 points, 900 queries
 # (official Co-DINO config).
@@ -226,14 +227,14 @@ def main(argv: list[str] | None = None) -> None:
     if 'pytorch' in backends:
         backends += [name for name in REFERENCE_VARIANTS if name not in backends]
     results = []
-    for size in sizes:
-        for backend in backends:
-            reason = skip_reason(backend, size, args, set((args.sizes or '').split(',')))
-            if reason:
-                print(json.dumps(dict(backend=backend, size=size, skipped=reason)), flush=True)
-                continue
-            results.append(measure(backend, size, args))
-            print(json.dumps(results[-1]), flush=True)
+    cases = [(size, backend) for size in sizes for backend in backends]
+    for size, backend in track(cases, 'ms_deform_attn', unit='cases'):
+        reason = skip_reason(backend, size, args, set((args.sizes or '').split(',')))
+        if reason:
+            print(json.dumps(dict(backend=backend, size=size, skipped=reason)), flush=True)
+            continue
+        results.append(measure(backend, size, args))
+        print(json.dumps(results[-1]), flush=True)
     for line in compare(results):
         print(json.dumps(line), flush=True)
 

@@ -26,7 +26,12 @@ With ``--compare`` or ``--variant``, every config / variant runs in its own proc
 CPU peak-RSS figure only ever grows within one process) and the output holds each run and
 its ratios to the first one. With ``--peer PATH`` the MMDetection port at PATH is measured
 with the same batch, optimizer, threads and steps, alternating with codetr in fresh
-processes (side_by_side.py). See benchmarks/README.md.
+processes (side_by_side.py).
+
+``--strategy fsdp --nproc N`` shards the model over N processes (``CodetrFSDPStrategy``,
+encoder layers and backbone blocks as FSDP units; gloo on a CPU) and reports every rank's
+peak memory, each rank training on its own synthetic batch (no forward split). See
+benchmarks/README.md.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ import json
 import os
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -54,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     ComponentTimer,
     PeakMemory,
+    SavedTensorMeter,
     attach_component_timers,
     build_model,
     load_config,
@@ -65,10 +72,12 @@ from common import (  # noqa: E402
     run_variants,
     sync,
     synthetic_batch,
+    track,
 )
 from matrix_floor import measure_floor  # noqa: E402
 from side_by_side import add_peer_args, compare, cpu_model, load_batch  # noqa: E402
 
+RANK_ARGV_ENV = 'CODETR_BENCH_RANK_ARGV'  # sharded.ARGV_ENV: set for --strategy fsdp ranks
 COMPARED_KEYS = ('step_s', 'forward_s', 'backward_step_s', 'peak_mem_mb')
 # glibc malloc: a fixed 4 MB mmap threshold (the default one grows up to 32 MB as blocks are
 # freed, after which freed blocks stay in the heap) and transparent huge pages for it.
@@ -92,6 +101,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         metavar='VALUE', help='GLIBC_TUNABLES of the measured process')
     parser.add_argument('--compare', nargs='+', default=[], metavar='CONFIG',
                         help='more configs measured in the same run (ratios to CONFIG)')
+    parser.add_argument('--strategy', choices=('none', 'fsdp'), default='none',
+                        help='fsdp: shard the model over --nproc processes')
+    parser.add_argument('--nproc', type=int, default=2, help='processes with --strategy fsdp')
+    parser.add_argument('--rank-out', help=argparse.SUPPRESS)  # set for the FSDP ranks
     parser.add_argument('--variant', nargs='+', action='append', default=[],
                         metavar=('NAME', 'KEY=VALUE'),
                         help='a variant of CONFIG: a name and cfg options, e.g. '
@@ -173,15 +186,19 @@ def measure(args: argparse.Namespace) -> dict:
     included = attach_component_timers(model, timer)
     memory = PeakMemory(device)
     memory.start()
+    saved = SavedTensorMeter()
     forward_s, backward_s, parts = [], [], []
     faults = 0
-    for it in range(args.warmup + args.iters):
+    # Activations are counted in the first warm-up step, or in an extra untimed step first.
+    steps = [-1] * (args.warmup == 0) + list(range(args.warmup + args.iters))
+    for it in track(steps, 'train_step', unit='steps'):
         timer.reset()
         timer.active = it >= args.warmup
         faults = minor_faults() if it == args.warmup else faults
         sync(device)
         t0 = time.perf_counter()
-        with optim_wrapper.optim_context(model):  # autocast with BFloat16OptimWrapper
+        counting = saved.recording(model) if it == (0 if args.warmup else -1) else nullcontext()
+        with optim_wrapper.optim_context(model), counting:  # autocast: BFloat16OptimWrapper
             losses = model(**data, mode='loss')
         loss, _ = model.parse_losses(losses)
         sync(device)
@@ -195,7 +212,8 @@ def measure(args: argparse.Namespace) -> dict:
             backward_s.append(t2 - t1)
             parts.append(dict(timer.times, query_head_rest=(t1 - t0) - sum(timer.times.values())))
     result = summarise(args, cfg, forward_s, backward_s, parts, included, memory.report())
-    result.update(page_faults_per_step=(minor_faults() - faults) // max(args.iters, 1),
+    result.update(activations_saved_mb=saved.saved_mb,
+                  page_faults_per_step=(minor_faults() - faults) // max(args.iters, 1),
                   precision=precision_of(cfg),
                   glibc_tunables=os.environ.get('GLIBC_TUNABLES') or None,
                   cpu_runtime=CPU_RUNTIME)
@@ -246,7 +264,24 @@ def peer_batch(args: argparse.Namespace) -> dict:
     return synthetic_batch(args.batch_size, args.img_size, args.num_gt, num_classes)
 
 
+def sharded_run(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    """``--strategy fsdp``: as a rank, measure and write ``rank{r}.json``; otherwise start the
+    ranks and merge their figures."""
+    import sharded
+    if args.compare or args.variant:
+        raise SystemExit('--strategy fsdp measures one config: drop --compare / --variant')
+    if args.rank_out is None:
+        return sharded.launch(Path(__file__), sys.argv[1:] if argv is None else list(argv),
+                              args.nproc)
+    result = sharded.measure_rank(args, {**args.cfg_options, **amp_options(args)})
+    rank = os.environ['RANK']
+    Path(args.rank_out, f'rank{rank}.json').write_text(json.dumps(result))
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
+    if argv is None and RANK_ARGV_ENV in os.environ:  # a rank of --strategy fsdp
+        argv = json.loads(os.environ[RANK_ARGV_ENV])
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -256,6 +291,10 @@ def main(argv: list[str] | None = None) -> dict:
     elif args.peer:
         result = compare(args, Path(__file__), peer_codetr_argv(args), peer_batch(args),
                          'train', 'step_s')
+    elif args.strategy == 'fsdp':
+        result = sharded_run(args, argv)
+        if args.rank_out:  # a rank: its JSON goes to the parent through a file
+            return result
     elif args.compare or args.variant:
         runs = run_variants(Path(__file__), shared_argv(args), variant_argvs(args))
         result = {'benchmark': 'train_step', 'runs': runs,

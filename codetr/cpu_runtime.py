@@ -22,7 +22,8 @@ Two settings, each on by default and each with an environment variable to turn i
   they are read when the runtime loads, so this must run before ``import torch``. Values
   a user set are kept.
 
-Call :func:`configure_cpu_runtime` first thing in a script (tools/train.py, tools/test.py,
+Call :func:`configure_cpu_runtime` first thing in a script (the ``codetr-train`` and
+``codetr-test`` commands in :mod:`codetr.cli`, so tools/train.py and tools/test.py too,
 tools/misc/run_demo.py and the benchmarks do); it imports neither torch nor mmengine, and
 does nothing in a process that has imported torch already (a test importing a tool, say):
 there the OpenMP runtime and torch's allocator have read their settings.

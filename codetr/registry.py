@@ -32,6 +32,7 @@ from mmengine.registry import OPTIMIZERS as MMENGINE_OPTIMIZERS
 from mmengine.registry import PARAM_SCHEDULERS as MMENGINE_PARAM_SCHEDULERS
 from mmengine.registry import RUNNER_CONSTRUCTORS as MMENGINE_RUNNER_CONSTRUCTORS
 from mmengine.registry import RUNNERS as MMENGINE_RUNNERS
+from mmengine.registry import STRATEGIES as MMENGINE_STRATEGIES
 from mmengine.registry import TASK_UTILS as MMENGINE_TASK_UTILS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import VISBACKENDS as MMENGINE_VISBACKENDS
@@ -90,7 +91,9 @@ LOOPS = _child('loop', MMENGINE_LOOPS, 'codetr.engine')
 HOOKS = _child('hook', MMENGINE_HOOKS, 'codetr.engine', 'codetr.visualization',
                 'codetr.models.converters')
 LOG_PROCESSORS = _child('log_processor', MMENGINE_LOG_PROCESSORS, 'codetr.engine')
-FUNCTIONS = _child('function', MMENGINE_FUNCTIONS, 'codetr.datasets')
+FUNCTIONS = _child('function', MMENGINE_FUNCTIONS, 'codetr.datasets', 'codetr.engine')
+# FlexibleRunner's distribution strategies (FSDP, DDP) that also run without CUDA.
+STRATEGIES = _child('strategy', MMENGINE_STRATEGIES, 'codetr.engine')
 
 # Data.
 DATASETS = _child('dataset', MMENGINE_DATASETS, 'codetr.datasets')

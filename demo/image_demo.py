@@ -1,52 +1,20 @@
 """Detect objects in images and save the drawn predictions and their JSON.
 
     python demo/image_demo.py IMAGES CONFIG --weights CKPT [--out-dir outputs]
-                              [--device cpu] [--pred-score-thr 0.3] [--batch-size 1]
 
-IMAGES is an image file, a folder of images or a glob pattern (quote it). Writes
-``OUT_DIR/vis/<name>.png`` and ``OUT_DIR/preds/<name>.json``; class names come from the
-checkpoint's metadata (saved by ``tools/train.py``).
+The same command as ``codetr-infer``; the implementation and the flags are in
+:mod:`codetr.cli.infer`. This clone's ``codetr`` is put first on ``sys.path``.
 """
-from __future__ import annotations
+import sys
+from pathlib import Path
 
-import argparse
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
 
-from mmengine.config import DictAction
+from codetr.cli.infer import main, parse_args  # noqa: E402
 
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='codetr image demo')
-    parser.add_argument('inputs', help='an image file, a folder of images or a glob pattern')
-    parser.add_argument('model', help='config file')
-    parser.add_argument('--weights', help='checkpoint file (without it: untrained weights)')
-    parser.add_argument('--out-dir', default='outputs', help='where vis/ and preds/ go')
-    parser.add_argument('--device', default='cpu', help="e.g. 'cpu' or 'cuda:0'")
-    parser.add_argument('--pred-score-thr', type=float, default=0.3,
-                        help='draw predictions scoring at least this')
-    parser.add_argument('--batch-size', type=int, default=1, help='images per forward pass')
-    parser.add_argument('--no-save-vis', action='store_true', help='do not write vis/')
-    parser.add_argument('--no-save-pred', action='store_true', help='do not write preds/')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, e.g. model.test_cfg.query_head.'
-                        'max_per_img=100')
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    from codetr.apis import DetInferencer
-    from codetr.engine.checkpoint import CheckpointError
-
-    try:
-        inferencer = DetInferencer(args.model, args.weights, device=args.device,
-                                   cfg_options=args.cfg_options)
-        results = inferencer(args.inputs, out_dir=args.out_dir,
-                             pred_score_thr=args.pred_score_thr, batch_size=args.batch_size,
-                             no_save_vis=args.no_save_vis, no_save_pred=args.no_save_pred)
-    except (CheckpointError, FileNotFoundError) as err:
-        raise SystemExit(f'demo/image_demo.py: error: {err}') from err
-    print(f'{len(results["predictions"])} image(s); results in {args.out_dir}/')
-
+__all__ = ['main', 'parse_args']
 
 if __name__ == '__main__':
     main()

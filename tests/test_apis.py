@@ -86,11 +86,12 @@ def test_inference_detector_on_array_and_path_agree(checkpoint, image_file):
     assert torch.equal(pred.labels, from_path.pred_instances.labels)
 
 
-def test_det_inferencer_writes_vis_and_preds(checkpoint, image_file, tmp_path):
+def test_det_inferencer_writes_vis_and_preds(checkpoint, image_file, tmp_path, capsys):
     inferencer = DetInferencer(str(CONFIG), str(checkpoint))
     img = cv2.imread(str(image_file))
     out = inferencer([image_file, img], out_dir=str(tmp_path), pred_score_thr=0.5,
                      batch_size=2)
+    assert 'infer: 2/2 images [' in capsys.readouterr().err  # the progress line
     assert sorted(p.name for p in (tmp_path / 'vis').iterdir()) == ['00000001.png',
                                                                    'shape_a.png']
     vis = cv2.imread(str(tmp_path / 'vis' / 'shape_a.png'))
@@ -152,3 +153,21 @@ def test_image_demo_script(checkpoint, image_file, tmp_path):
 def test_image_demo_missing_checkpoint_exits_with_the_reason(image_file, tmp_path):
     with pytest.raises(SystemExit, match='error: checkpoint not found: .*none.pth'):
         load_demo().main([str(image_file), str(CONFIG), '--weights', str(tmp_path / 'none.pth')])
+
+
+def test_det_inferencer_with_a_mask_model_writes_and_draws_masks(image_file, tmp_path):
+    from pycocotools import mask as mask_util
+
+    config = ROOT / 'configs' / 'quickstart' / 'co_dino_r18_k2_mask_quickstart_synthetic.py'
+    torch.manual_seed(0)
+    inferencer = DetInferencer(str(config))
+    out = inferencer(str(image_file), out_dir=str(tmp_path), pred_score_thr=0.0)
+    pred = out['predictions'][0]
+    assert len(pred['masks']) == len(pred['bboxes']) == 30  # the config's max_per_img
+    assert pred['masks'][0]['size'] == list(IMAGE_HW)
+    decoded = mask_util.decode(pred['masks'][0])
+    x1, y1, x2, y2 = pred['bboxes'][0]
+    ys, xs = np.nonzero(decoded)
+    if len(xs):  # a mask stays inside its box
+        assert xs.min() >= int(x1) - 1 and xs.max() <= x2 and ys.max() <= y2
+    assert json.loads((tmp_path / 'preds' / 'shape_a.json').read_text()) == pred

@@ -27,18 +27,24 @@ def load_script(name: str):
     return module
 
 
-def printed_json(capsys) -> dict:
-    lines = capsys.readouterr().out.strip().splitlines()
-    return json.loads(lines[-1])
+def printed_json(capsys, progress: str | None = None) -> dict:
+    """The last stdout line as JSON; ``progress`` must open a line of standard error."""
+    captured = capsys.readouterr()
+    if progress is not None:
+        assert progress in captured.err, captured.err
+    return json.loads(captured.out.strip().splitlines()[-1])
 
 
 def test_train_step_json(capsys):
     result = load_script('train_step').main([CONFIG, '--warmup', '0', *TINY_RUN])
-    assert printed_json(capsys) == result
+    # --warmup 0: one extra untimed step first, to count the saved activations
+    assert printed_json(capsys, progress='train_step: 2/2 steps [') == result
     for key in ('step_s', 'images_per_s', 'forward_s', 'backward_step_s', 'forward_split_s',
-                'components_included', 'peak_mem_mb', 'memory', 'cpu_model', 'matrix_floor'):
+                'components_included', 'peak_mem_mb', 'memory', 'cpu_model', 'matrix_floor',
+                'activations_saved_mb'):
         assert key in result, key
     assert 'vs_reference' not in result  # no fixed reference figures: only same-run ratios
+    assert result['activations_saved_mb'] > 0
     split = result['forward_split_s']
     assert set(split) == {'backbone', 'neck', 'encoder', 'decoder', 'query_head_rest'}
     assert set(split) == set(result['components_included'])
@@ -60,7 +66,7 @@ def test_train_step_json(capsys):
 
 def test_inference_json(capsys):
     result = load_script('inference').main([CONFIG, '--warmup', '0', '--no-floor', *TINY_RUN])
-    assert printed_json(capsys) == result
+    assert printed_json(capsys, progress='inference: 1/1 batches [') == result
     for key in ('batch_s', 'images_per_s', 'split_s', 'peak_mem_mb', 'cpu_model'):
         assert key in result, key
     assert 'matrix_floor' not in result  # --no-floor
@@ -110,3 +116,45 @@ def test_train_step_amp_and_glibc_tunables_run_as_asked(capsys, monkeypatch):
     assert result['glibc_tunables'] == script.LOW_MEMORY_TUNABLES
     plain = script.main([CONFIG, '--warmup', '0', '--no-floor', *TINY_RUN])
     assert plain['precision'] == 'float32' and plain['glibc_tunables'] is None
+
+
+def test_saved_tensor_meter_counts_activations_not_parameters():
+    from torch.utils.checkpoint import checkpoint
+    common = load_script('common')
+    model = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(),
+                                torch.nn.Linear(256, 256))
+    x = torch.randn(1024, 256, requires_grad=True)
+    meter = common.SavedTensorMeter()
+    with meter.recording(model):
+        model(x).sum().backward()
+    # The input (1 MB, for the first weight's gradient) and the ReLU output (1 MB, for the
+    # ReLU and the second weight's gradient, one storage); the weights (0.25 MB) are not.
+    assert meter.saved_mb == 2.0
+    with meter.recording(model):
+        checkpoint(model, x, use_reentrant=False).sum().backward()
+    assert meter.saved_mb == 1.0  # a checkpointed region keeps its input only
+
+
+def test_sharded_merge_takes_the_largest_peak_and_slowest_step():
+    sharded = load_script('sharded')
+    rank = dict(benchmark='train_step', config='c.py', device='cpu', threads=1, batch_size=1,
+                img_size=64, num_gt=2, iters=1, warmup=0, precision='float32',
+                strategy='fsdp', nproc=2, model_params=10, wrapped_units=3)
+    ranks = [dict(rank, step_s=2.0, forward_s=1.0, backward_step_s=1.0, peak_mem_mb=900.0,
+                  local_params=5, memory={'peak_mb': 900.0}),
+             dict(rank, step_s=4.0, forward_s=1.5, backward_step_s=2.5, peak_mem_mb=800.0,
+                  local_params=5, memory={'peak_mb': 800.0})]
+    merged = sharded.merge(ranks)
+    assert merged['step_s'] == 4.0 and merged['peak_mem_mb'] == 900.0
+    assert merged['peak_mem_mb_per_rank'] == [900.0, 800.0]
+    assert merged['local_params_per_rank'] == [5, 5]
+    assert merged['images_per_s'] == 0.5  # 2 ranks x batch 1 per 4 s
+
+
+@pytest.mark.slow  # two processes importing torch and building a model
+def test_train_step_fsdp_mode_reports_each_rank(capsys):
+    result = load_script('train_step').main(
+        [CONFIG, '--warmup', '0', *TINY_RUN, '--strategy', 'fsdp', '--nproc', '2'])
+    assert result['nproc'] == 2 and len(result['peak_mem_mb_per_rank']) == 2
+    assert sum(result['local_params_per_rank']) >= result['model_params']
+    assert result['wrapped_units'] >= 2  # the root and the encoder layer

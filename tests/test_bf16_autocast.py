@@ -79,8 +79,9 @@ def _co_deformable_detr() -> dict:
     model['backbone'].update(depth=18, out_indices=(1, 2, 3), frozen_stages=-1, init_cfg=None)
     model['neck'].update(in_channels=[128, 256, 512], out_channels=EMBED,
                          norm_cfg=dict(type='GN', num_groups=16), num_outs=4)
+    model['num_classes'] = NUM_CLASSES
     head = model['query_head']
-    head.update(num_classes=NUM_CLASSES, num_queries=30,
+    head.update(num_queries=30,
                 positional_encoding=dict(num_feats=EMBED // 2, normalize=True, offset=-0.5))
     head['transformer']['encoder'].update(num_layers=1, layer_cfg=dict(self_attn_cfg=attn,
                                                                        ffn_cfg=ffn))
@@ -92,9 +93,8 @@ def _co_deformable_detr() -> dict:
     rcnn['rpn'].update(in_channels=EMBED, feat_channels=EMBED)
     rcnn['rpn']['anchor_generator'].update(octave_base_scale=2)
     rcnn['roi']['bbox_roi_extractor'].update(out_channels=EMBED, finest_scale=28)
-    rcnn['roi']['bbox_head'].update(in_channels=EMBED, fc_out_channels=64,
-                                    num_classes=NUM_CLASSES)
-    atss.update(num_classes=NUM_CLASSES, in_channels=EMBED, feat_channels=EMBED,
+    rcnn['roi']['bbox_head'].update(in_channels=EMBED, fc_out_channels=64)
+    atss.update(in_channels=EMBED, feat_channels=EMBED,
                 norm_cfg=dict(type='GN', num_groups=16))
     atss['anchor_generator'].update(octave_base_scale=4)
     model['train_cfg']['rcnn']['rpn_proposal'].update(nms_pre=1000, max_per_img=300)

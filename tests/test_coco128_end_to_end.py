@@ -60,7 +60,7 @@ def test_loads_and_validates(coco128):
     rows = sum(len([ln for ln in p.read_text().splitlines() if ln.strip()]) for p in with_image)
     boxes = sum(len(dataset.get_data_info(i)['instances']) for i in range(len(dataset)))
     assert boxes == rows - report.degenerate_boxes
-    assert report.unknown_category_anns == 0 and report.duplicate_image_ids == 0
+    assert report.unknown_category_anns == 0  # (a repeated image id would have raised)
     # 128 images, a few without any label file are still listed
     assert len(dataset) == len(list(Path(coco128['img_dir']).glob('*.jpg')))
 

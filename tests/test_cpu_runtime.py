@@ -93,11 +93,30 @@ def test_nothing_changes_once_torch_is_loaded():
     assert result['mmapped_blocks'] == 0 and result['THP_MEM_ALLOC_ENABLE'] is None
 
 
-def test_the_tools_apply_it_before_torch_loads():
-    for tool in ('tools/train.py', 'tools/test.py', 'tools/misc/run_demo.py',
+def test_the_commands_apply_it_before_torch_loads():
+    for tool in ('codetr/cli/train.py', 'codetr/cli/test.py', 'tools/misc/run_demo.py',
                  'benchmarks/train_step.py', 'benchmarks/inference.py'):
         lines = (ROOT / tool).read_text().splitlines()
         call = next(i for i, ln in enumerate(lines) if 'configure_cpu_runtime()' in ln)
         first_torch = next(i for i, ln in enumerate(lines)
                            if ln.startswith(('import torch', 'from mmengine', 'import cv2')))
         assert call < first_torch, tool
+
+
+@glibc_only
+@pytest.mark.parametrize('module', [  # each imports torch in a fresh process (~2 s)
+    'codetr.cli.train', pytest.param('codetr.cli.test', marks=pytest.mark.slow)])
+def test_console_commands_start_with_it(module):
+    """codetr-train / codetr-test (and tools/train.py, tools/test.py, which import the same
+    modules) get the settings: importing the command's module applies them before torch."""
+    code = (f'import sys; sys.path.insert(0, {str(ROOT)!r})\n'
+            f'import json, os, {module}\n'
+            'print(json.dumps({n: os.environ.get(n) for n in '
+            '("THP_MEM_ALLOC_ENABLE", "GOMP_SPINCOUNT")}))')
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ('THP_MEM_ALLOC_ENABLE', 'GOMP_SPINCOUNT', 'OMP_WAIT_POLICY',
+                          'CODETR_LEAN_MALLOC', 'CODETR_OMP_SPIN')}
+    out = subprocess.run([sys.executable, '-c', code], env=clean, capture_output=True,
+                         text=True, check=True).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == {'THP_MEM_ALLOC_ENABLE': '1',
+                                                         'GOMP_SPINCOUNT': '10000'}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -133,4 +134,9 @@ def test_train_and_test_tools_on_every_quickstart_config(config: Path, synthetic
                  str(tmp_path / 'test'), '--out', str(out), '--cfg-options', *data)
     assert test.returncode == 0, test.stderr[-3000:]
     assert 'coco/bbox_mAP_50' in test.stdout + test.stderr
+    if 'segm' in Config.fromfile(config).test_evaluator.metric:  # the mask quick start
+        assert 'Evaluate annotation type *segm*' in test.stdout + test.stderr
+        assert 'coco/segm_mAP_50' in test.stdout + test.stderr
+    assert re.search(r'test: (\d+)/\1 images \[', test.stderr)  # the progress report
+    assert re.search(r'COCO bbox evaluation of \d+ images: evaluate ', test.stdout + test.stderr)
     assert out.is_file() and out.stat().st_size > 0

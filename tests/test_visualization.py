@@ -82,3 +82,36 @@ def test_hook_writes_one_png_per_test_image(tmp_path):
     silent.before_test_epoch(runner)
     silent.after_test_iter(runner, 0, {}, [sample])
     assert not (tmp_path / '20250101_000000' / 'quiet').exists()
+
+
+def test_draw_masks_fills_the_mask_in_its_class_colour_only():
+    from codetr.structures import BitmapMasks
+    from codetr.visualization import draw_masks
+
+    img = np.full((40, 50, 3), 100, np.uint8)
+    mask = np.zeros((1, 40, 50), bool)
+    mask[0, 10:30, 5:25] = True
+    color = np.array(class_color(2), np.float32)
+    for masks in (torch.from_numpy(mask), BitmapMasks(mask, 40, 50)):
+        out = draw_masks(img, masks, [2], alpha=0.5)
+        np.testing.assert_array_equal(out[20, 15], ((100 + color) / 2).astype(np.uint8))
+        assert (out[35, 40] == 100).all() and (out[:10] == 100).all()  # outside: untouched
+        assert (out[10, 5:25] == color.astype(np.uint8)).all()  # the outline
+    with pytest.raises(ValueError, match='one label per mask'):
+        draw_masks(img, mask, [1, 2])
+    with pytest.raises(ValueError, match='do not fit'):
+        draw_masks(img, mask[:, :30], [1])
+
+
+def test_visualizer_draws_predicted_masks(tmp_path):
+    vis = VISUALIZERS.build(dict(type='DetLocalVisualizer', name='test_vis_masks',
+                                 line_width=1))
+    vis.dataset_meta = dict(classes=CLASSES)
+    sample = _sample()
+    masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+    masks[0, 40:56, 40:56] = True
+    sample.pred_instances.masks = masks
+    drawn = vis.draw_sample(np.zeros((64, 64, 3), np.uint8), sample, pred_score_thr=0.3)
+    right = drawn[:, 64:, ::-1]  # BGR of the prediction panel
+    assert (right[48, 48] > 0).any()  # inside the mask (and the box): filled
+    assert (right[48, 36] == 0).all()  # inside the box, outside the mask: not filled

@@ -57,7 +57,7 @@ def test_coco_schedule_optimizer_and_ema(coco):
 
 def test_objects365_and_lvis_variants():
     o365 = Config.fromfile(CONFIGS / 'co_dino_5scale_vit_l_224xb1_26e_o365.py')
-    assert o365.model.query_head.num_classes == 365
+    assert o365.model.num_classes == 365
     assert o365.model.query_head.dn_cfg.group_cfg.num_dn_queries == 1000
     assert o365.param_scheduler[1].milestones == [24] and o365.train_cfg.max_epochs == 26
     assert o365.optim_wrapper.optimizer.lr == 2.5e-4 and o365.auto_scale_lr.base_batch_size == 224

@@ -14,7 +14,9 @@ from mmengine.config import Config
 
 from codetr.registry import INFERENCERS
 from codetr.structures import DetDataSample
-from codetr.visualization.draw import draw_boxes
+from codetr.structures.mask import encode_masks
+from codetr.utils.progress import Progress
+from codetr.visualization.draw import draw_instances
 
 from .inference import ImageInput, build_test_pipeline, init_detector, run_batch
 
@@ -54,14 +56,18 @@ class DetInferencer:
     """Run a detector over images and write what it finds.
 
     Args:
-        model: a config file or ``Config``.
+        model: a config file, a short config name or a ``Config``.
         weights: its checkpoint (class names come from its ``meta['dataset_meta']``).
         device: e.g. ``'cpu'`` or ``'cuda:0'``.
         cfg_options: config overrides.
+        show_progress: report the images done when a call has more than one
+            (:mod:`codetr.utils.progress`).
     """
 
     def __init__(self, model: str | Path | Config, weights: str | None = None,
-                 device: str = 'cpu', cfg_options: dict | None = None) -> None:
+                 device: str = 'cpu', cfg_options: dict | None = None,
+                 show_progress: bool = True) -> None:
+        self.show_progress = show_progress
         self.model = init_detector(model, weights, device=device, cfg_options=cfg_options)
         meta = self.model.dataset_meta or {}
         self.classes = tuple(meta.get('classes', ()))
@@ -76,7 +82,8 @@ class DetInferencer:
 
         Writes ``out_dir/vis/<stem>.png`` (predictions with score >= ``pred_score_thr``
         drawn on the image) and ``out_dir/preds/<stem>.json`` (every prediction: ``bboxes``
-        xyxy original pixels, ``scores``, ``labels``, ``label_names``) unless disabled or
+        xyxy original pixels, ``scores``, ``labels``, ``label_names``, and ``masks`` as COCO
+        RLEs for a mask model) unless disabled or
         ``out_dir`` is None; arrays are named by their position, ``00000000``.
 
         Returns:
@@ -86,6 +93,8 @@ class DetInferencer:
             raise ValueError(f'batch_size must be >= 1, got {batch_size}')
         images = expand_inputs(inputs)
         predictions, drawings = [], []
+        progress = Progress(len(images), 'infer', unit='images',
+                            enabled=None if self.show_progress and len(images) > 1 else False)
         for start in range(0, len(images), batch_size):
             batch = images[start:start + batch_size]
             for offset, sample in enumerate(self._predict(batch)):
@@ -97,6 +106,8 @@ class DetInferencer:
                 drawings.append(drawing)
                 if out_dir is not None:
                     self._write(out_dir, stem, pred, drawing, no_save_vis, no_save_pred)
+            progress.update(len(batch))
+        progress.close()
         return dict(predictions=predictions, visualization=drawings)
 
     def _predict(self, batch: list[ImageInput]) -> list[DetDataSample]:
@@ -119,17 +130,21 @@ class DetInferencer:
         """JSON-ready predictions of one image."""
         pred = sample.pred_instances
         labels = [int(v) for v in pred.labels.tolist()]
-        return dict(bboxes=[[float(v) for v in box] for box in pred.bboxes.tolist()],
-                    scores=[float(v) for v in pred.scores.tolist()], labels=labels,
-                    label_names=[self.class_name(v) for v in labels])
+        out = dict(bboxes=[[float(v) for v in box] for box in pred.bboxes.tolist()],
+                   scores=[float(v) for v in pred.scores.tolist()], labels=labels,
+                   label_names=[self.class_name(v) for v in labels])
+        if 'masks' in pred:  # instance segmentation: one COCO RLE per detection
+            out['masks'] = encode_masks(pred.masks.cpu().numpy())
+        return out
 
     def draw(self, image: ImageInput, sample: DetDataSample, score_thr: float) -> np.ndarray:
-        """The BGR image with the predictions scoring >= ``score_thr`` drawn on it."""
+        """The BGR image with the predictions scoring >= ``score_thr`` (and their masks, if
+        any) drawn on it."""
         img = image if isinstance(image, np.ndarray) else mmcv.imread(str(image))
         pred = sample.pred_instances[sample.pred_instances.scores >= score_thr]
         top = int(pred.labels.max()) + 1 if len(pred) else 0
         names = [self.class_name(i) for i in range(max(len(self.classes), top))]
-        return draw_boxes(img, pred.bboxes, pred.labels, names, scores=pred.scores)
+        return draw_instances(img, pred, names, scores=pred.scores)
 
     @staticmethod
     def _write(out_dir: str, stem: str, pred: dict, drawing: np.ndarray, no_save_vis: bool,

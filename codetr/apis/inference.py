@@ -22,7 +22,7 @@ from torch import nn
 from codetr.engine.checkpoint import CheckpointError, load_checkpoint
 from codetr.registry import DATASETS, MODELS, TRANSFORMS
 from codetr.structures import DetDataSample
-from codetr.utils import register_all_modules
+from codetr.utils import register_all_modules, resolve_config
 
 ImageInput = str | Path | np.ndarray
 # Pipeline steps that read annotations, which inference images do not have.
@@ -48,9 +48,8 @@ class LoadImageFromArray(BaseTransform):
 
 def _as_config(config: str | Path | Config, cfg_options: dict | None) -> Config:
     if isinstance(config, (str, Path)):
-        if not Path(config).is_file():
-            raise FileNotFoundError(f'config file not found: {config}')
-        cfg = Config.fromfile(str(config))
+        # a path, a path inside the configs folder or a short name (codetr.utils.config_path)
+        cfg = Config.fromfile(resolve_config(config))
     elif isinstance(config, Config):
         cfg = copy.deepcopy(config)
     else:
@@ -65,7 +64,8 @@ def init_detector(config: str | Path | Config, checkpoint: str | None = None,
     """A detector in eval mode, with ``model.cfg`` and ``model.dataset_meta`` set.
 
     Args:
-        config: a config file or a loaded ``Config``.
+        config: a config file, a short config name (``co_dino_5scale_r50_8xb2_1x_coco``,
+            see :func:`codetr.utils.resolve_config`) or a loaded ``Config``.
         checkpoint: a local ``.pth``; ``None`` keeps the initial weights.
         device: where the model goes, e.g. ``'cpu'`` or ``'cuda:0'``.
         cfg_options: overrides merged into the config (``--cfg-options`` style keys).

@@ -1,8 +1,6 @@
 """COCO-format detection dataset: the loader every other annotation format builds on."""
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -11,18 +9,22 @@ from typing import Any
 from mmengine import fileio
 from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
-from pycocotools.coco import COCO
 
 from codetr.registry import DATASETS
 
 from .class_names import COCO_CLASSES, make_palette
 from .validation import (
     ValidationReport,
+    check_categories,
+    check_top_level,
     clip_box,
-    count_duplicates,
+    image_size,
     log_report,
     match_classes,
     missing_files_message,
+    read_annotation_json,
+    repeated_ids,
+    unique_images,
 )
 
 _FILTER_KEYS = {'filter_empty_gt', 'min_size'}
@@ -37,7 +39,9 @@ class CocoDataset(BaseDataset):
         dict(img_path=str, img_id=int, height=int, width=int,
              instances=[dict(bbox=[x1, y1, x2, y2],   # float pixels, clipped to the image
                              bbox_label=int,          # index into metainfo['classes']
-                             ignore_flag=0 | 1)])     # 1 for iscrowd / ignore boxes
+                             ignore_flag=0 | 1,       # 1 for iscrowd / ignore boxes
+                             mask=segmentation)])     # if the file has one: COCO polygons
+                                                      # (list) or RLE (dict), original pixels
 
     Labels follow ``metainfo['classes']`` (the 80 COCO classes by default): category ids of
     the file are matched by NAME, so a file may order or number its categories freely. A
@@ -110,7 +114,8 @@ class CocoDataset(BaseDataset):
         classes = self._resolve_classes(raw['categories'])
         self.cat2label = match_classes(classes, raw['categories'], str(self.ann_file))
         self.cat_ids = list(self.cat2label)
-        images = self._unique_images(raw['images'], report)
+        images = unique_images(raw['images'], str(self.ann_file))
+        report.images = len(images)
         anns = self._group_annotations(raw.get('annotations', []), images, raw['categories'],
                                        report)
         data_list = [self._parse_image(img, anns.get(img_id, []), report)
@@ -120,15 +125,14 @@ class CocoDataset(BaseDataset):
         return data_list
 
     def _read_json(self) -> dict:
-        if not self.ann_file or not fileio.exists(self.ann_file, backend_args=self.backend_args):
-            raise FileNotFoundError(f'annotation file {self.ann_file!r} not found; check '
-                                    f'ann_file and data_root in the dataset config.')
-        with fileio.get_local_path(self.ann_file, backend_args=self.backend_args) as path:
-            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-                raw = COCO(path).dataset
-        for key in ('images', 'categories'):
-            if key not in raw:
-                raise ValueError(f'{self.ann_file} has no {key!r} list; is it a COCO json?')
+        """The json's dict after the whole-file checks (keys, empty lists, category ids)."""
+        ann_file = str(self.ann_file)
+        raw = read_annotation_json(ann_file, self.backend_args)
+        check_top_level(raw, ann_file, need_annotations=not self.test_mode)
+        check_categories(raw['categories'], ann_file)
+        if 'annotations' not in raw:
+            print_log(f'{ann_file} has no "annotations": its images are read as unlabelled '
+                      f'(test mode).', logger='current', level=logging.INFO)
         return raw
 
     def _resolve_classes(self, categories: list[dict]) -> tuple[str, ...]:
@@ -145,31 +149,29 @@ class CocoDataset(BaseDataset):
                       level=logging.WARNING)
         return classes
 
-    @staticmethod
-    def _unique_images(images: list[dict], report: ValidationReport) -> dict[int, dict]:
-        report.duplicate_image_ids = count_duplicates(img['id'] for img in images)
-        unique: dict[int, dict] = {}
-        for img in images:
-            unique.setdefault(img['id'], img)  # the first record of a repeated id wins
-        report.images = len(unique)
-        return unique
-
     def _group_annotations(self, anns: list[dict], images: dict[int, dict],
                            categories: list[dict],
                            report: ValidationReport) -> dict[int, list[dict]]:
         """Annotations of the selected classes per image id; the others are counted."""
         known_cats = {c['id'] for c in categories}
         report.annotations = len(anns)
-        report.duplicate_ann_ids = count_duplicates(a['id'] for a in anns if 'id' in a)
+        for index, ann in enumerate(anns):
+            if not isinstance(ann, dict):
+                raise ValueError(f'{self.ann_file}: annotation record #{index} is a JSON '
+                                 f'{type(ann).__name__}, not an object.')
+        for ann_id in repeated_ids(a['id'] for a in anns if 'id' in a):
+            report.note('duplicate_ann_ids', ann_id)
         grouped: dict[int, list[dict]] = defaultdict(list)
         annotated: set[int] = set()
-        for ann in anns:
+        for index, ann in enumerate(anns):
+            name = ann.get('id', f'#{index}')
             if ann.get('image_id') not in images:
-                report.unknown_image_anns += 1
+                report.note('unknown_image_anns', f'{name} (image_id {ann.get("image_id")!r})')
                 continue
             annotated.add(ann['image_id'])
             if ann.get('category_id') not in known_cats:
-                report.unknown_category_anns += 1
+                report.note('unknown_category_anns',
+                            f'{name} (category_id {ann.get("category_id")!r})')
             elif ann['category_id'] not in self.cat2label:
                 report.unselected_class_anns += 1
             else:
@@ -179,25 +181,27 @@ class CocoDataset(BaseDataset):
 
     def _parse_image(self, img: dict, anns: list[dict], report: ValidationReport) -> dict:
         """One data_info (see the class doc) from an image record and its annotations."""
-        width, height = img.get('width'), img.get('height')
-        if not all(isinstance(v, (int, float)) and v > 0 for v in (width, height)):
-            raise ValueError(f'image id {img["id"]} in {self.ann_file} needs positive '
-                             f'"width" and "height" (pixels); got {width!r}, {height!r}.')
-        width, height = int(width), int(height)
+        width, height = image_size(img, str(self.ann_file))
         instances = []
         for ann in anns:
             bbox = clip_box(ann, width, height, report, str(self.ann_file))
             if bbox is None:
                 continue
             ignore = bool(ann.get('iscrowd', 0)) or bool(ann.get('ignore', False))
-            instances.append(dict(bbox=bbox, bbox_label=self.cat2label[ann['category_id']],
-                                  ignore_flag=int(ignore)))
+            instance = dict(bbox=bbox, bbox_label=self.cat2label[ann['category_id']],
+                            ignore_flag=int(ignore))
+            if ann.get('segmentation'):  # polygons or RLE, read by LoadAnnotations(with_mask)
+                instance['mask'] = ann['segmentation']
+            instances.append(instance)
         return dict(img_path=fileio.join_path(self.data_prefix['img'], self.image_file(img)),
                     img_id=img['id'], height=height, width=width,
                     instances=instances, **self.extra_image_fields(img))
 
     def image_file(self, img: dict) -> str:
         """Path of an image under ``data_prefix['img']``: COCO's ``file_name``."""
+        if not isinstance(img.get('file_name'), str):
+            raise ValueError(f'image id {img["id"]} in {self.ann_file} has no "file_name" '
+                             f'(got {img.get("file_name")!r}); COCO images are located by it.')
         return img['file_name']
 
     def extra_image_fields(self, img: dict) -> dict:
@@ -214,7 +218,8 @@ class CocoDataset(BaseDataset):
         # Skipping everything would leave an empty dataset: surely a wrong data_root.
         if missing and (not self.SKIP_MISSING_IMAGES or len(missing) == len(data_list)):
             raise FileNotFoundError(missing_files_message(missing, str(self.ann_file)))
-        report.missing_images = len(missing)
+        for path in missing:
+            report.note('missing_images', path)
         return [d for d, ok in zip(data_list, present) if ok]
 
     # --------------------------------------------------------------- filtering
@@ -228,6 +233,12 @@ class CocoDataset(BaseDataset):
                 if min(d['width'], d['height']) >= min_size
                 and not (filter_empty and all(i['ignore_flag'] for i in d['instances']))]
         self.validation_report.filtered_images = len(self.data_list) - len(kept)
+        if self.data_list and not kept:
+            raise ValueError(
+                f'filter_cfg={self.filter_cfg} removed all {len(self.data_list)} images of '
+                f'{self.ann_file} ({self.validation_report.images_without_anns} have no '
+                f'annotation at all); check that the file has boxes of the configured '
+                f'classes, or relax filter_cfg.')
         return kept
 
     # ------------------------------------------------------------------ access

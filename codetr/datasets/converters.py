@@ -3,9 +3,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
+from PIL import Image, UnidentifiedImageError
+
+from codetr.utils.progress import Progress
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
+# EXIF orientations 5-8 rotate by 90 degrees: the decoded image is height x width. Read for
+# JPEG only, whose EXIF block precedes the pixels (PIL decodes a PNG to find its eXIf chunk).
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSED = (5, 6, 7, 8)
+_EXIF_IN_HEADER = ('JPEG', 'MPO')
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of an image as codetr's loader will decode it, from its header.
+
+    PIL opens files lazily: only the header is read, no pixel is decoded. A JPEG's EXIF
+    orientation of 5-8 swaps the two, because OpenCV (``LoadImageFromFile``) applies it.
+
+    Raises:
+        ValueError: naming the file, when it is not an image PIL can read the size of.
+    """
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            orientation = (img.getexif().get(_EXIF_ORIENTATION, 1)
+                           if img.format in _EXIF_IN_HEADER else 1)
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ValueError(f'{path}: cannot read the image size from its header ({err})') from err
+    return (height, width) if orientation in _TRANSPOSED else (width, height)
 
 
 def parse_yolo_row(line: str, num_classes: int) -> tuple[int, list[float]] | str:
@@ -60,7 +86,7 @@ def _convert_labels(label_path: Path, image_id: int, width: int, height: int,
 
 
 def yolo_to_coco(images_dir: str | Path, labels_dir: str | Path, class_names: list[str],
-                 image_prefix: str = '') -> tuple[dict, list[str]]:
+                 image_prefix: str = '', show_progress: bool = False) -> tuple[dict, list[str]]:
     """Convert a YOLO-format dataset to a COCO json dict.
 
     Args:
@@ -71,12 +97,13 @@ def yolo_to_coco(images_dir: str | Path, labels_dir: str | Path, class_names: li
         class_names: the names of the classes file, in index order.
         image_prefix: prepended to each image's path relative to ``images_dir`` to make
             its ``file_name``.
+        show_progress: report the images done (:mod:`codetr.utils.progress`).
 
     Returns:
         ``(coco, problems)``: the COCO dict (category id = class index + 1; image ids from
         1 in path order; ``bbox`` [x, y, w, h] in pixels, ``area`` = w * h, ``iscrowd`` 0)
         and one ``file:line: what`` message per skipped row, unreadable image or label
-        file without an image.
+        file without an image. Image sizes come from the file headers (:func:`image_size`).
     """
     images_dir, labels_dir = Path(images_dir), Path(labels_dir)
     if not images_dir.is_dir():
@@ -85,12 +112,15 @@ def yolo_to_coco(images_dir: str | Path, labels_dir: str | Path, class_names: li
     coco: dict = dict(images=[], annotations=[],
                       categories=[dict(id=i + 1, name=n) for i, n in enumerate(class_names)])
     paths = sorted(p for p in images_dir.rglob('*') if p.suffix.lower() in IMAGE_EXTENSIONS)
+    progress = Progress(len(paths), 'yolo2coco', unit='images',
+                        enabled=None if show_progress else False)
     for path in paths:
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if image is None:
-            problems.append(f'{path}: cannot be read as an image; skipped')
+        progress.update()
+        try:
+            width, height = image_size(path)
+        except ValueError as err:
+            problems.append(f'{err}; skipped')
             continue
-        height, width = image.shape[:2]
         image_id = len(coco['images']) + 1
         coco['images'].append(dict(id=image_id, width=width, height=height,
                                    file_name=image_prefix + path.relative_to(images_dir)
@@ -100,6 +130,7 @@ def yolo_to_coco(images_dir: str | Path, labels_dir: str | Path, class_names: li
             coco['annotations'] += _convert_labels(label_path, image_id, width, height,
                                                    len(class_names),
                                                    len(coco['annotations']) + 1, problems)
+    progress.close()
     stems = {_label_file(labels_dir, images_dir, p) for p in paths}
     problems += [f'{p}: no image with this name in {images_dir}; ignored'
                  for p in sorted(labels_dir.rglob('*.txt')) if p not in stems]

@@ -14,12 +14,19 @@ from .distributed import CPUDistributedDataParallel, adapt_cfg_to_device, shutdo
 from .hooks import AtomicCheckpointHook, NonFiniteLossHook
 from .layer_decay import LayerDecayOptimWrapperConstructor
 from .optim_wrappers import BFloat16OptimWrapper
-from .runner import CodetrRunner
+from .runner import CodetrFlexibleRunner, CodetrRunner
+from .strategies import (
+                         CodetrDDPStrategy,
+                         CodetrFSDPStrategy,
+                         configure_strategy,
+                         layer_wrap_policy,
+)
 
 allow_mmengine_checkpoint_types()
 
 __all__ = ['SAFE_GLOBALS', 'AtomicCheckpointHook', 'BFloat16OptimWrapper',
-           'CPUDistributedDataParallel', 'CheckpointError', 'CodetrRunner',
+           'CPUDistributedDataParallel', 'CheckpointError', 'CodetrDDPStrategy',
+           'CodetrFSDPStrategy', 'CodetrFlexibleRunner', 'CodetrRunner',
            'LayerDecayOptimWrapperConstructor', 'NonFiniteLossHook',
            'adapt_cfg_to_device', 'allow_mmengine_checkpoint_types', 'atomic_save',
-           'load_checkpoint', 'shutdown_distributed']
+           'configure_strategy', 'layer_wrap_policy', 'load_checkpoint', 'shutdown_distributed']

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import os.path as osp
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -42,14 +43,32 @@ def _numpy_dtype_classes() -> list[type]:
 _HISTORY_STATISTICS = frozenset({'min', 'max', 'mean', 'current'})
 
 
+# (class, attribute) look-ups the stand-in resolves besides HistoryBuffer's statistics, added
+# for the duration of a load by ``allowed_attributes`` (e.g. sharded FSDP checkpoints).
+_EXTRA_ATTRIBUTES: set[tuple[type, str]] = set()
+
+
+@contextmanager
+def allowed_attributes(pairs: list[tuple[type, str]]) -> Iterator[None]:
+    """Let checkpoints loaded inside the block also look up ``getattr(cls, name)`` for each
+    ``(cls, name)`` pair (nested classes some pickles name that way)."""
+    added = [p for p in pairs if p not in _EXTRA_ATTRIBUTES]
+    _EXTRA_ATTRIBUTES.update(added)
+    try:
+        yield
+    finally:
+        _EXTRA_ATTRIBUTES.difference_update(added)
+
+
 def _history_buffer_getattr(obj: Any, name: str) -> Any:
     """``getattr`` restricted to ``HistoryBuffer``'s registered statistics methods.
 
     Stands in for ``builtins.getattr`` while unpickling, so a checkpoint can restore a
-    ``HistoryBuffer`` but cannot reach any other attribute of any other object.
+    ``HistoryBuffer`` but cannot reach any other attribute of any other object (except the
+    look-ups an ``allowed_attributes`` block admits).
     """
     allowed = _HISTORY_STATISTICS.union(HistoryBuffer._statistics_methods)
-    if obj is HistoryBuffer and name in allowed:
+    if (obj is HistoryBuffer and name in allowed) or (obj, name) in _EXTRA_ATTRIBUTES:
         return getattr(obj, name)
     raise pickle.UnpicklingError(
         f'Unsupported global: getattr({getattr(obj, "__qualname__", type(obj).__name__)}, '

@@ -1,4 +1,5 @@
-"""``CodetrRunner``: mmengine's Runner with checked loading, atomic saving and CPU DDP."""
+"""codetr's runners: ``CodetrRunner`` (mmengine's Runner with checked loading, atomic saving and
+CPU DDP) and ``CodetrFlexibleRunner`` (mmengine's FlexibleRunner, for FSDP)."""
 from __future__ import annotations
 
 import copy
@@ -7,13 +8,33 @@ from collections.abc import Callable
 
 from mmengine.dist import is_distributed, master_only
 from mmengine.model import is_model_wrapper
-from mmengine.runner import Runner
+from mmengine.runner import FlexibleRunner, Runner
 from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
 
 from codetr.registry import RUNNERS
 
 from .checkpoint import atomic_save, load_checkpoint
 from .distributed import cuda_free_init_dist, needs_cuda_free_init
+
+# Values of the config key ``load_from_convert`` and the hook each one adds.
+CONVERTERS = {'official': 'OfficialCheckpointHook'}
+
+
+def add_converter_hook(cfg):
+    """A copy of ``cfg`` whose ``load_from_convert`` key became the matching custom hook."""
+    cfg = copy.deepcopy(cfg)
+    convert = cfg.pop('load_from_convert', None)
+    if convert is None:
+        return cfg
+    if convert not in CONVERTERS:
+        raise ValueError(f'load_from_convert={convert!r} is not one of '
+                         f'{sorted(CONVERTERS)}; use None for codetr checkpoints.')
+    hook_type = CONVERTERS[convert]
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(str(h.get('type', '')).split('.')[-1] == hook_type for h in hooks):
+        hooks.append(dict(type=hook_type))
+    cfg['custom_hooks'] = hooks
+    return cfg
 
 
 @RUNNERS.register_module()
@@ -34,23 +55,11 @@ class CodetrRunner(Runner):
       ``OfficialCheckpointHook``.
     """
 
-    # Values of the config key ``load_from_convert`` and the hook each one adds.
-    CONVERTERS = {'official': 'OfficialCheckpointHook'}
+    CONVERTERS = CONVERTERS
 
     @classmethod
     def from_cfg(cls, cfg) -> CodetrRunner:
-        cfg = copy.deepcopy(cfg)
-        convert = cfg.pop('load_from_convert', None)
-        if convert is not None:
-            if convert not in cls.CONVERTERS:
-                raise ValueError(f'load_from_convert={convert!r} is not one of '
-                                 f'{sorted(cls.CONVERTERS)}; use None for codetr checkpoints.')
-            hook_type = cls.CONVERTERS[convert]
-            hooks = list(cfg.get('custom_hooks') or [])
-            if not any(str(h.get('type', '')).split('.')[-1] == hook_type for h in hooks):
-                hooks.append(dict(type=hook_type))
-            cfg['custom_hooks'] = hooks
-        return super().from_cfg(cfg)
+        return super().from_cfg(add_converter_hook(cfg))
 
     def setup_env(self, env_cfg: dict) -> None:
         dist_cfg = env_cfg.get('dist_cfg', {})
@@ -99,3 +108,18 @@ class CodetrRunner(Runner):
                 out_dir, osp.basename(tmp_path), *args, **kwargs)
 
         atomic_save(save, final_path)
+
+
+@RUNNERS.register_module()
+class CodetrFlexibleRunner(FlexibleRunner):
+    """mmengine's ``FlexibleRunner`` (``runner_type='CodetrFlexibleRunner'``) with codetr's
+    ``load_from_convert`` key; ``tools/train.py --strategy fsdp`` selects it.
+
+    The strategy (``strategy=dict(type='CodetrFSDPStrategy', ...)``, see
+    :mod:`codetr.engine.strategies`) builds, wraps, saves and loads the model; without CUDA
+    codetr's strategies start a gloo process group themselves.
+    """
+
+    @classmethod
+    def from_cfg(cls, cfg) -> CodetrFlexibleRunner:
+        return super().from_cfg(add_converter_hook(cfg))

@@ -1,7 +1,9 @@
 """Conversions between the metric's per-image dicts and COCO-format json structures.
 
 Shared by ``CocoMetric`` and ``LVISMetric``. Boxes arrive as ``xyxy`` in original image
-pixels; COCO json stores ``[x, y, w, h]`` in the same pixels.
+pixels; COCO json stores ``[x, y, w, h]`` in the same pixels. Predicted masks arrive as
+``(K, H, W)`` bool at the original image size and are RLE-encoded as soon as a batch
+reaches the metric (:func:`unpack_prediction`), so no metric holds dense masks.
 """
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from codetr.structures.mask import encode_masks
 
 
 def to_numpy(value: Any) -> np.ndarray:
@@ -61,11 +65,14 @@ def label_to_cat_ids(classes: Sequence[str], categories: Sequence[dict],
     return [name_to_id[name] for name in classes]
 
 
-def preds_to_coco_json(results: Sequence[dict], cat_ids: Sequence[int]) -> list[dict]:
+def preds_to_coco_json(results: Sequence[dict], cat_ids: Sequence[int],
+                       segm: bool = False) -> list[dict]:
     """Per-image prediction dicts -> COCO result list.
 
     Each result has ``img_id`` and ``bboxes (K, 4)`` xyxy, ``scores (K,)``, ``labels (K,)``
-    label indices. Raises if a label is not an index into ``cat_ids``.
+    label indices (and, for ``segm``, ``masks``: K COCO RLEs, which each entry then carries
+    as ``segmentation`` next to its box, as MMDetection writes them). Raises if a label is
+    not an index into ``cat_ids``.
     """
     json_results = []
     for res in results:
@@ -77,10 +84,17 @@ def preds_to_coco_json(results: Sequence[dict], cat_ids: Sequence[int]) -> list[
                 f'outside the {len(cat_ids)} classes of dataset_meta["classes"]. The model\'s '
                 f'num_classes must equal the number of classes in the dataset config.')
         boxes = xyxy_to_xywh(res['bboxes'])
-        for box, score, label in zip(boxes, res['scores'], labels):
-            json_results.append(dict(
-                image_id=res['img_id'], bbox=[float(v) for v in box],
-                score=float(score), category_id=int(cat_ids[label])))
+        masks = res.get('masks') if segm else None
+        if segm and (masks is None or len(masks) != len(boxes)):
+            raise ValueError(f'Image {res["img_id"]}: the "segm" metric needs a mask for every '
+                             f'detection (pred_instances.masks); the model predicts none. Use a '
+                             f'mask head and test_cfg.mask_branch, or evaluate "bbox" only.')
+        for k, (box, score, label) in enumerate(zip(boxes, res['scores'], labels)):
+            entry = dict(image_id=res['img_id'], bbox=[float(v) for v in box],
+                         score=float(score), category_id=int(cat_ids[label]))
+            if segm:
+                entry['segmentation'] = masks[k]
+            json_results.append(entry)
     return json_results
 
 
@@ -90,8 +104,8 @@ def gt_to_coco_dict(gts: Sequence[dict], classes: Sequence[str]) -> dict:
     Used when a metric has no ``ann_file``. Category ids are the label indices (so label
     ``i`` <-> id ``i``); images get ``file_name = '<img_id>.jpg'``. Each gt dict has
     ``img_id``, ``width``, ``height`` and ``anns``: the dataset's ``instances``, each with
-    ``bbox`` xyxy in original pixels, ``bbox_label`` and optionally ``ignore_flag``
-    (stored as ``iscrowd`` so COCOeval ignores it).
+    ``bbox`` xyxy in original pixels, ``bbox_label``, optionally ``ignore_flag`` (stored
+    as ``iscrowd`` so COCOeval ignores it) and ``mask`` (stored as ``segmentation``).
     """
     categories = [dict(id=i, name=name) for i, name in enumerate(classes)]
     images, annotations = [], []
@@ -105,17 +119,32 @@ def gt_to_coco_dict(gts: Sequence[dict], classes: Sequence[str]) -> dict:
                 id=len(annotations) + 1,  # COCOeval treats id 0 as "unmatched"
                 image_id=gt['img_id'], bbox=[x1, y1, w, h], area=w * h,
                 category_id=int(ann['bbox_label']), iscrowd=int(ann.get('ignore_flag', 0))))
+            if 'mask' in ann:
+                annotations[-1]['segmentation'] = ann['mask']
     return dict(info={}, licenses=[], images=images, annotations=annotations,
                 categories=categories)
 
 
-def unpack_prediction(data_sample: dict) -> dict:
-    """One evaluator data-sample dict -> ``img_id`` plus numpy ``bboxes, scores, labels``."""
+def unpack_prediction(data_sample: dict, with_masks: bool = False,
+                      top_k: int | None = None) -> dict:
+    """One evaluator data-sample dict -> ``img_id`` plus numpy ``bboxes, scores, labels``,
+    and with ``with_masks`` the RLEs of ``pred_instances.masks`` as ``masks`` (if any).
+
+    ``top_k`` keeps only the best-scoring ``top_k`` detections (before any mask is encoded).
+    """
     if 'pred_instances' not in data_sample:
         raise KeyError('The data sample has no `pred_instances`; the model\'s predict() must '
                        'fill them before the metric sees the batch.')
     pred = data_sample['pred_instances']
-    return dict(img_id=data_sample['img_id'],
-                bboxes=to_numpy(pred['bboxes']).reshape(-1, 4),
-                scores=to_numpy(pred['scores']).reshape(-1),
-                labels=to_numpy(pred['labels']).reshape(-1))
+    out = dict(img_id=data_sample['img_id'],
+               bboxes=to_numpy(pred['bboxes']).reshape(-1, 4),
+               scores=to_numpy(pred['scores']).reshape(-1),
+               labels=to_numpy(pred['labels']).reshape(-1))
+    keep = None
+    if top_k is not None and len(out['scores']) > top_k:
+        keep = np.sort(np.argsort(-out['scores'], kind='stable')[:top_k])
+        out.update({k: out[k][keep] for k in ('bboxes', 'scores', 'labels')})
+    if with_masks and 'masks' in pred:
+        masks = to_numpy(pred['masks'])  # shares a CPU tensor's memory: no copy
+        out['masks'] = encode_masks(masks if keep is None else masks[keep])
+    return out

@@ -26,7 +26,8 @@ class DumpDetResults(BaseMetric):
 
     Each record is ``dict(img_id, img_path, ori_shape, pred_instances=dict(bboxes (K, 4)
     xyxy original pixels, scores (K,), labels (K,)))``: numpy arrays in a pickle
-    (``.pkl``/``.pickle``), nested lists in ``.json``.
+    (``.pkl``/``.pickle``), nested lists in ``.json``. Predicted masks are stored as
+    ``masks``: K COCO RLE dicts (MMDetection's dump format).
     """
 
     def __init__(self, out_file_path: str, collect_device: str = 'cpu',
@@ -38,18 +39,20 @@ class DumpDetResults(BaseMetric):
 
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
         for sample in data_samples:
-            pred = unpack_prediction(sample)
+            pred = unpack_prediction(sample, with_masks=True)
+            instances = dict(bboxes=pred['bboxes'], scores=pred['scores'],
+                             labels=pred['labels'])
+            if 'masks' in pred:
+                instances['masks'] = pred['masks']
             self.results.append(dict(
                 img_id=sample['img_id'], img_path=sample.get('img_path'),
-                ori_shape=tuple(sample.get('ori_shape', ())),
-                pred_instances=dict(bboxes=pred['bboxes'], scores=pred['scores'],
-                                    labels=pred['labels'])))
+                ori_shape=tuple(sample.get('ori_shape', ())), pred_instances=instances))
 
     def compute_metrics(self, results: list) -> dict:
         out_dir = osp.dirname(osp.abspath(self.out_file_path))
         os.makedirs(out_dir, exist_ok=True)
         if self.out_file_path.endswith('.json'):
-            records = [dict(r, pred_instances={k: v.tolist()
+            records = [dict(r, pred_instances={k: v if k == 'masks' else v.tolist()
                                                for k, v in r['pred_instances'].items()})
                        for r in results]
             with open(self.out_file_path, 'w') as f:

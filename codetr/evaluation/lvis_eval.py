@@ -1,4 +1,4 @@
-"""LVIS v1 federated box evaluation, in numpy.
+"""LVIS v1 federated box and mask evaluation, in numpy (mask IoU through pycocotools).
 
 The ``lvis`` package (0.5.3) uses ``np.float`` and fails on numpy >= 1.24, so the official
 semantics (lvis-api ``LVISEval``) are re-implemented here:
@@ -9,7 +9,9 @@ semantics (lvis-api ``LVISEval``) are re-implemented here:
   GT box is ignored rather than counted as a false positive;
 - at most ``max_dets`` detections per image, the top-scoring over all categories;
 - COCO-style greedy matching per IoU threshold, 101-point interpolated precision, and
-  averages over every (IoU, recall, category) cell that has GT (``-1`` marks none).
+  averages over every (IoU, recall, category) cell that has GT (``-1`` marks none);
+- ``iou_type='segm'`` matches by mask IoU (GT polygons / RLE against predicted RLEs) and
+  takes a detection's area from its mask; GT areas are the annotations' ``area`` either way.
 """
 from __future__ import annotations
 
@@ -17,6 +19,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
+from pycocotools import mask as mask_util
+
+from codetr.utils.progress import track
 
 # LVIS / COCO evaluation constants (lvis-api Params): IoU .50:.05:.95, recall 0:.01:1.
 IOU_THRS = np.linspace(0.5, 0.95, 10)
@@ -93,6 +98,15 @@ def _stack(groups: dict[tuple, list]) -> dict[tuple, np.ndarray]:
     return {key: np.asarray(rows, dtype=np.float64).reshape(-1, 5) for key, rows in groups.items()}
 
 
+def gt_rle(segm: list | dict, height: int, width: int) -> dict:
+    """A GT segmentation (polygons or RLE, compressed or not) as one compressed RLE."""
+    if isinstance(segm, list):
+        return mask_util.merge(mask_util.frPyObjects(segm, height, width))
+    if isinstance(segm.get('counts'), list):
+        return mask_util.frPyObjects(segm, height, width)
+    return segm
+
+
 class LVISFederatedEval:
     """Federated LVIS evaluation of COCO-format results against an LVIS v1 GT dict.
 
@@ -103,10 +117,19 @@ class LVISFederatedEval:
         results: ``[{image_id, category_id, bbox xywh, score}]``.
         img_ids: images to evaluate; default all GT images.
         max_dets: detections kept per image (top scores over all categories).
+        iou_type: ``'bbox'`` or ``'segm'`` (results then carry ``segmentation`` RLEs and the
+            GT annotations ``segmentation`` polygons or RLE).
     """
 
     def __init__(self, gt: dict, results: Sequence[dict], img_ids: Sequence[int] | None = None,
-                 max_dets: int = 300) -> None:
+                 max_dets: int = 300, iou_type: str = 'bbox') -> None:
+        if iou_type not in ('bbox', 'segm'):
+            raise ValueError(f"iou_type={iou_type!r} must be 'bbox' or 'segm'.")
+        self.iou_type = iou_type
+        self._segms: dict[tuple, tuple[list, list]] = {}  # (img, cat) -> (gt RLEs, dt RLEs)
+        self._mask_ious: dict[tuple, np.ndarray] = {}
+        self._sizes = {img['id']: (img['height'], img['width']) for img in gt['images']
+                       if 'height' in img and 'width' in img}
         self.cat_ids = sorted(c['id'] for c in gt['categories'])
         self.img_ids = sorted(set(img_ids) if img_ids is not None
                               else (img['id'] for img in gt['images']))
@@ -136,12 +159,15 @@ class LVISFederatedEval:
             raise ValueError(f'Results hold image ids {sorted(unknown)[:10]} that are not in the '
                              f'LVIS annotation file; evaluate against the matching split.')
         gts: dict[tuple, list] = defaultdict(list)
+        segms: dict[tuple, tuple[list, list]] = defaultdict(lambda: ([], []))
         pos = defaultdict(set)
         for ann in gt['annotations']:
             if ann['image_id'] in evaluated:
                 w, h = ann['bbox'][2:]
-                gts[ann['image_id'], ann['category_id']].append(
-                    (*ann['bbox'], ann.get('area', w * h)))
+                key = ann['image_id'], ann['category_id']
+                gts[key].append((*ann['bbox'], ann.get('area', w * h)))
+                if self.iou_type == 'segm':
+                    segms[key][0].append(self._gt_segm(ann))
                 pos[ann['image_id']].add(ann['category_id'])
         per_image = defaultdict(list)
         for res in results:
@@ -154,9 +180,40 @@ class LVISFederatedEval:
             for r in dets:
                 if r['category_id'] in allowed:  # federated: other categories are unknown
                     dts[img_id, r['category_id']].append((*r['bbox'], r['score']))
+                    if self.iou_type == 'segm':
+                        segms[img_id, r['category_id']][1].append(r['segmentation'])
         self._not_exhaustive = {img_id: set(images[img_id].get('not_exhaustive_category_ids', ()))
                                 for img_id in self.img_ids}
+        self._segms = dict(segms)
         return _stack(gts), _stack(dts)
+
+    def _gt_segm(self, ann: dict) -> dict:
+        if not ann.get('segmentation'):
+            raise ValueError(f'LVIS "segm" evaluation needs a segmentation for every annotation; '
+                             f'annotation {ann.get("id")} has none.')
+        height, width = self._sizes[ann['image_id']]
+        return gt_rle(ann['segmentation'], height, width)
+
+    def _ious(self, img_id: int, cat_id: int, dt_order: np.ndarray, gt_order: np.ndarray,
+              dt: np.ndarray, gt: np.ndarray) -> np.ndarray:
+        """``(D, G)`` IoUs of the sorted detections and GT: boxes, or masks for 'segm'."""
+        if self.iou_type == 'bbox' or len(dt) == 0 or len(gt) == 0:
+            return box_iou_xywh(dt[:, :4], gt[:, :4])
+        key = img_id, cat_id
+        if key not in self._mask_ious:  # the same for every area range: computed once
+            gt_rles, dt_rles = self._segms[key]
+            ious = mask_util.iou(dt_rles, gt_rles, [0] * len(gt_rles))
+            self._mask_ious[key] = np.asarray(ious, np.float64).reshape(len(dt_rles),
+                                                                        len(gt_rles))
+        return self._mask_ious[key][dt_order][:, gt_order]
+
+    def _dt_areas(self, img_id: int, cat_id: int, dt_order: np.ndarray,
+                  dt: np.ndarray) -> np.ndarray:
+        """Area of each sorted detection: its box's, or its mask's for 'segm'."""
+        if self.iou_type == 'bbox' or len(dt) == 0:
+            return dt[:, 2] * dt[:, 3]
+        rles = self._segms[img_id, cat_id][1]
+        return np.asarray(mask_util.area(rles), np.float64)[dt_order]
 
     def _evaluate_img(self, img_id: int, cat_id: int, area: tuple[float, float]
                       ) -> dict | None:
@@ -166,26 +223,34 @@ class LVISFederatedEval:
         if len(gt) == 0 and len(dt) == 0:
             return None
         gt_ignore = (gt[:, 4] < area[0]) | (gt[:, 4] > area[1])
-        gt = gt[np.argsort(gt_ignore, kind='mergesort')]
-        gt_ignore = np.sort(gt_ignore, kind='mergesort')
-        dt = dt[np.argsort(-dt[:, 4], kind='mergesort')]
-        matched, dt_ignore = greedy_match(box_iou_xywh(dt[:, :4], gt[:, :4]), gt_ignore)
-        dt_area = dt[:, 2] * dt[:, 3]
+        gt_order = np.argsort(gt_ignore, kind='mergesort')
+        gt = gt[gt_order]
+        gt_ignore = gt_ignore[gt_order]
+        dt_order = np.argsort(-dt[:, 4], kind='mergesort')
+        dt = dt[dt_order]
+        ious = self._ious(img_id, cat_id, dt_order, gt_order, dt, gt)
+        matched, dt_ignore = greedy_match(ious, gt_ignore)
+        dt_area = self._dt_areas(img_id, cat_id, dt_order, dt)
         unmatched_ignored = ((dt_area < area[0]) | (dt_area > area[1]) |
                              (cat_id in self._not_exhaustive[img_id]))
         dt_ignore |= ~matched & unmatched_ignored[None]
         return dict(scores=dt[:, 4], matched=matched, ignore=dt_ignore,
                     num_gt=int((~gt_ignore).sum()))
 
-    def evaluate(self) -> None:
-        """Fill ``precision (T, R, K, A)`` and ``recall (T, K, A)``; -1 where no GT."""
+    def evaluate(self, show_progress: bool = False) -> None:
+        """Fill ``precision (T, R, K, A)`` and ``recall (T, K, A)``; -1 where no GT.
+
+        ``show_progress`` reports the categories done (see :mod:`codetr.utils.progress`).
+        """
         num_t, num_r, num_k = len(IOU_THRS), len(REC_THRS), len(self.cat_ids)
         self.precision = -np.ones((num_t, num_r, num_k, len(AREA_RANGES)))
         self.recall = -np.ones((num_t, num_k, len(AREA_RANGES)))
         img_ids_by_cat = defaultdict(set)
         for img_id, cat_id in list(self._gts) + list(self._dts):
             img_ids_by_cat[cat_id].add(img_id)
-        for k, cat_id in enumerate(self.cat_ids):
+        categories = track(self.cat_ids, 'LVIS evaluate', unit='categories',
+                           enabled=None if show_progress else False)
+        for k, cat_id in enumerate(categories):
             for a, area in enumerate(AREA_RANGES.values()):
                 evals = [e for img_id in sorted(img_ids_by_cat[cat_id])
                          if (e := self._evaluate_img(img_id, cat_id, area)) is not None]

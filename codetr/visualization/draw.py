@@ -1,4 +1,5 @@
-"""Plain box drawing with OpenCV, shared by the visualizer, the browse tool and the demo."""
+"""Plain box and mask drawing with OpenCV, shared by the visualizer, the browse tool and the
+demo."""
 from __future__ import annotations
 
 import colorsys
@@ -50,6 +51,49 @@ def draw_boxes(img_bgr: np.ndarray, bboxes, labels, class_names: Sequence[str],
         caption = class_names[label] + ('' if scores is None else f' {float(scores[i]):.2f}')
         _draw_caption(img, caption, (x1, y1), color, font_scale)
     return img
+
+
+MASK_ALPHA = 0.5  # opacity of a drawn mask over the image
+
+
+def draw_masks(img_bgr: np.ndarray, masks, labels, alpha: float = MASK_ALPHA) -> np.ndarray:
+    """Blend instance masks over a copy of an image, each in its class colour, outlined.
+
+    Args:
+        img_bgr: ``(H, W, 3)`` uint8 BGR image (left unchanged).
+        masks: ``(N, H, W)`` bool / 0-1 masks (tensor or array), or ``BitmapMasks`` /
+            ``PolygonMasks`` of the image's size.
+        labels: ``(N,)`` class indices (they pick the colours, as for boxes).
+        alpha: opacity of the fill.
+    Returns:
+        The ``(H, W, 3)`` uint8 BGR image with the masks filled and their outlines drawn.
+    """
+    img = np.ascontiguousarray(img_bgr, dtype=np.uint8).copy()
+    if hasattr(masks, 'to_ndarray'):
+        masks = masks.to_ndarray()
+    masks = to_numpy(masks).astype(bool)
+    if masks.ndim != 3 or masks.shape[1:] != img.shape[:2]:
+        raise ValueError(f'masks of shape {masks.shape} do not fit the {img.shape[:2]} image; '
+                         f'give (N, H, W) masks in the pixels of the image they are drawn on.')
+    labels = to_numpy(labels).reshape(-1).astype(np.int64)
+    if len(masks) != len(labels):
+        raise ValueError(f'{len(masks)} masks but {len(labels)} labels; give one label per mask.')
+    for mask, label in zip(masks, labels):
+        color = np.array(class_color(int(label)), dtype=np.float32)
+        img[mask] = (img[mask] * (1 - alpha) + color * alpha).astype(np.uint8)
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                       cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(img, contours, -1, tuple(int(c) for c in color), 1)
+    return img
+
+
+def draw_instances(img_bgr: np.ndarray, instances, class_names: Sequence[str],
+                   scores=None, thickness: int = 2) -> np.ndarray:
+    """Masks (if the instances have ``masks``) then labelled boxes of ``instances``."""
+    if 'masks' in instances and len(instances) > 0:
+        img_bgr = draw_masks(img_bgr, instances.masks, instances.labels)
+    return draw_boxes(img_bgr, instances.bboxes, instances.labels, class_names, scores=scores,
+                      thickness=thickness)
 
 
 def _draw_caption(img: np.ndarray, text: str, corner: tuple[int, int],

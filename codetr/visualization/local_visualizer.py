@@ -11,12 +11,14 @@ from mmengine.visualization import Visualizer
 from codetr.registry import VISUALIZERS
 from codetr.structures import DetDataSample
 
-from .draw import draw_boxes
+from .draw import draw_instances
 
 
 @VISUALIZERS.register_module()
 class DetLocalVisualizer(Visualizer):
-    """Draws GT (left) and predictions above a score threshold (right) with class names.
+    """Draws GT (left) and predictions above a score threshold (right) with class names, and
+    the instance masks when the samples have them (``gt_instances.masks``,
+    ``pred_instances.masks``).
 
     Images follow mmengine's convention: ``(H, W, 3)`` uint8 **RGB**. Class names come
     from ``dataset_meta['classes']``, which the Runner's loops set from the dataset.
@@ -45,14 +47,13 @@ class DetLocalVisualizer(Visualizer):
         bgr = np.ascontiguousarray(image[..., ::-1])
         panels = []
         if draw_gt and data_sample is not None and 'gt_instances' in data_sample:
-            gt = data_sample.gt_instances
-            panels.append(draw_boxes(bgr, gt.bboxes, gt.labels, classes,
-                                     thickness=self.line_width))
+            panels.append(draw_instances(bgr, data_sample.gt_instances, classes,
+                                         thickness=self.line_width))
         if draw_pred and data_sample is not None and 'pred_instances' in data_sample:
             pred = data_sample.pred_instances
-            keep = pred.scores > pred_score_thr
-            panels.append(draw_boxes(bgr, pred.bboxes[keep], pred.labels[keep], classes,
-                                     scores=pred.scores[keep], thickness=self.line_width))
+            pred = pred[pred.scores > pred_score_thr]
+            panels.append(draw_instances(bgr, pred, classes, scores=pred.scores,
+                                         thickness=self.line_width))
         drawn = np.concatenate(panels, axis=1) if panels else bgr
         return np.ascontiguousarray(drawn[..., ::-1])
 

@@ -15,6 +15,8 @@ default_hooks = dict(
     nonfinite_loss=dict(type='NonFiniteLossHook', max_nonfinite_skips=0),
     # Off unless enabled (tools/test.py --show-dir turns it on).
     visualization=dict(type='DetVisualizationHook'),
+    # A progress bar (a line every 10 s in log files) over validation / test images; rank 0.
+    progress=dict(type='EvalProgressHook'),
 )
 
 env_cfg = dict(

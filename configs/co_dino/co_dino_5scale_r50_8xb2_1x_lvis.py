@@ -8,12 +8,9 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 
-num_classes = 1203  # LVIS v1 categories
 max_per_img = 1000
 model = dict(
-    query_head=dict(num_classes=num_classes),
-    aux_heads=dict(rcnn=dict(roi=dict(bbox_head=dict(num_classes=num_classes))),
-                   atss=dict(num_classes=num_classes)),
+    num_classes=1203,  # LVIS v1 categories; every head takes it
     test_cfg=dict(query_head=dict(max_per_img=max_per_img)))
 
 # The LVIS set sits inside ClassBalancedDataset (lvis_v1_detection.py).

@@ -3,11 +3,9 @@
 # 8 x stride (paper Table 1). Paper (Deformable-DETR R50, K=1, 36 ep): FCOS 46.5 AP.
 _base_ = ['./co_dino_5scale_r50_8xb2_1x_coco.py']
 
-num_classes = 80
 model = dict(
     aux_heads=dict(_delete_=True, fcos=dict(
         type='CoFCOSHead',
-        num_classes=num_classes,
         in_channels=256,
         stacked_convs=1,
         feat_channels=256,

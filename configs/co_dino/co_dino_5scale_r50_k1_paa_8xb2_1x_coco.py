@@ -5,11 +5,9 @@
 # (Deformable-DETR R50, K = 1, 36 ep; baseline 43.3): PAA 46.5 AP (AP50 64.6, AP75 50.7).
 _base_ = ['./co_dino_5scale_r50_8xb2_1x_coco.py']
 
-num_classes = 80
 model = dict(
     aux_heads=dict(_delete_=True, paa=dict(
         type='CoPAAHead',
-        num_classes=num_classes,
         in_channels=256,
         stacked_convs=1,
         feat_channels=256,

@@ -3,11 +3,9 @@
 # setting). Paper (Deformable-DETR R50, K=1, 36 ep): RetinaNet 46.1 vs ATSS 46.8 AP.
 _base_ = ['./co_dino_5scale_r50_8xb2_1x_coco.py']
 
-num_classes = 80
 model = dict(
     aux_heads=dict(_delete_=True, retina=dict(
         type='CoRetinaHead',
-        num_classes=num_classes,
         in_channels=256,
         stacked_convs=1,
         feat_channels=256,

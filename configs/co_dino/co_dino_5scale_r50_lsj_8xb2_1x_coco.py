@@ -1,6 +1,7 @@
 # Co-DINO R50 with large-scale jitter: every image is resized by 0.1..2.0, cropped and padded
 # to 1024 x 1024 (official co_dino_5scale_r50_lsj_8xb2_1x_coco.py, without CopyPaste, which
-# needs instance masks). 12 epochs, 8 GPUs x 2 images.
+# needs instance masks: see co_dino_5scale_r50_lsj_8xb2_1x_coco_instance.py). 12 epochs, 8 GPUs
+# x 2 images.
 _base_ = [
     '../_base_/models/co_dino_5scale_r50.py',
     '../_base_/datasets/coco_detection_lsj.py',

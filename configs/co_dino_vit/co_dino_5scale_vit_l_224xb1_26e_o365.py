@@ -7,13 +7,11 @@
 # Put EVA-02 ViT-L (MIM, patch 14 -> 16) in checkpoints/; it is resized on load.
 _base_ = ['./co_dino_5scale_vit_l_64xb1_12e_coco.py']
 
-num_classes = 365
 model = dict(
+    num_classes=365,  # Objects365; every head takes it
     backbone=dict(init_cfg=dict(_delete_=True, type='Pretrained',
                                 checkpoint='checkpoints/eva02_L_pt_m38m_p14to16.pt')),
-    query_head=dict(num_classes=num_classes, dn_cfg=dict(group_cfg=dict(num_dn_queries=1000))),
-    aux_heads=dict(rcnn=dict(roi=dict(bbox_head=dict(num_classes=num_classes))),
-                   atss=dict(num_classes=num_classes)))
+    query_head=dict(dn_cfg=dict(group_cfg=dict(num_dn_queries=1000))))
 
 o365_scales = [(short, 1280) for short in range(480, 1025, 32)]
 data_root = 'data/Objects365/Obj365_v2/'

@@ -13,23 +13,22 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 
-num_classes = 1203
 image_size = (1536, 1536)
 model = dict(
+    num_classes=1203,  # LVIS v1; every head takes it
     data_preprocessor=dict(batch_augments=[dict(type='BatchFixedSizePad', size=image_size)]),
     backbone=dict(drop_path_rate=0.3, window_size=16,
                   window_block_indexes=[i for i in range(24) if i % 3 != 2]),
-    query_head=dict(num_classes=num_classes, num_queries=900),
+    query_head=dict(num_queries=900),
     aux_heads=dict(
         rcnn=dict(roi=dict(bbox_head=dict(
             _delete_=True, type='Shared2FCBBoxHead', in_channels=256, fc_out_channels=1024,
-            roi_feat_size=7, num_classes=num_classes, reg_class_agnostic=False,
+            roi_feat_size=7, reg_class_agnostic=False,
             reg_decoded_bbox=True,
             bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4,
                             target_stds=[0.1, 0.1, 0.2, 0.2]),
             loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
-            loss_bbox=dict(type='GIoULoss', loss_weight=10.0)))),
-        atss=dict(num_classes=num_classes)))
+            loss_bbox=dict(type='GIoULoss', loss_weight=10.0))))))
 
 lsj_pad = dict(img=(114, 114, 114))
 train_pipeline = [

@@ -15,7 +15,6 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 
-num_classes = 8  # the synthetic shapes
 embed_dims = 64
 num_levels = 3  # C3..C5 (strides 8..32)
 pyramid_strides = [8, 16, 32, 64]  # + the adapter's extra level
@@ -24,12 +23,12 @@ deform_attn = dict(embed_dims=embed_dims, num_heads=4, num_levels=num_levels, nu
 ffn = dict(embed_dims=embed_dims, feedforward_channels=256, ffn_drop=0.0)
 
 model = dict(
+    num_classes=8,  # the synthetic shapes; every head takes it
     backbone=dict(depth=18, out_indices=(1, 2, 3), frozen_stages=-1, norm_eval=False,
                   norm_cfg=dict(type='BN', requires_grad=True), init_cfg=None),
     neck=dict(in_channels=[128, 256, 512], out_channels=embed_dims,
               norm_cfg=dict(type='GN', num_groups=16), num_outs=num_levels),
     query_head=dict(
-        num_classes=num_classes,
         embed_dims=embed_dims,
         num_queries=30,  # at most 8 shapes per image
         transformer=dict(
@@ -52,9 +51,8 @@ model = dict(
                 bbox_roi_extractor=dict(out_channels=embed_dims,
                                         featmap_strides=pyramid_strides[:num_levels],
                                         finest_scale=28),  # boxes < 56 px pool at stride 8
-                bbox_head=dict(in_channels=embed_dims, fc_out_channels=256,
-                               num_classes=num_classes))),
-        atss=dict(num_classes=num_classes, in_channels=embed_dims, feat_channels=embed_dims,
+                bbox_head=dict(in_channels=embed_dims, fc_out_channels=256))),
+        atss=dict(in_channels=embed_dims, feat_channels=embed_dims,
                   norm_cfg=dict(type='GN', num_groups=16),
                   # 32 px anchors at stride 8 (official 64 px at stride 4 on 800 px images)
                   anchor_generator=dict(octave_base_scale=4, strides=pyramid_strides))),

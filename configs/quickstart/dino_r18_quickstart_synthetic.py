@@ -17,7 +17,6 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 
-num_classes = 8  # the synthetic shapes
 embed_dims = 64
 num_levels = 3  # C3..C5 (strides 8..32)
 deform_attn = dict(embed_dims=embed_dims, num_heads=4, num_levels=num_levels, num_points=4,
@@ -25,12 +24,12 @@ deform_attn = dict(embed_dims=embed_dims, num_heads=4, num_levels=num_levels, nu
 ffn = dict(embed_dims=embed_dims, feedforward_channels=256, ffn_drop=0.0)
 
 model = dict(
+    num_classes=8,  # the synthetic shapes; every head takes it
     backbone=dict(depth=18, out_indices=(1, 2, 3), frozen_stages=-1, norm_eval=False,
                   norm_cfg=dict(type='BN', requires_grad=True), init_cfg=None),
     neck=dict(in_channels=[128, 256, 512], out_channels=embed_dims,
               norm_cfg=dict(type='GN', num_groups=16), num_outs=num_levels),
     query_head=dict(
-        num_classes=num_classes,
         embed_dims=embed_dims,
         num_queries=50,
         transformer=dict(

@@ -84,3 +84,45 @@ def test_malformed_rows_are_reported_with_file_and_line(tmp_path):
 def test_parse_yolo_row():
     assert parse_yolo_row('3 0.1 0.2 0.3 0.4', 4) == (3, [0.1, 0.2, 0.3, 0.4])
     assert parse_yolo_row('-1 0.1 0.2 0.3 0.4', 4).startswith('class index -1')
+
+
+def test_sizes_come_from_the_headers_without_decoding(tmp_path, monkeypatch, capsys):
+    """A PNG and a JPEG cut short after their headers still convert with the right sizes;
+    an EXIF-rotated JPEG gets the size OpenCV decodes; a non-image is named and skipped."""
+    from PIL import Image, ImageFile
+
+    images, labels = tmp_path / 'images', tmp_path / 'labels'
+    images.mkdir()
+    labels.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (h, w) in (('a.png', (30, 40)), ('b.jpg', (50, 70))):
+        cv2.imwrite(str(images / name), rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        data = (images / name).read_bytes()
+        (images / name).write_bytes(data[:len(data) // 3])  # pixel data truncated
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees: OpenCV decodes 20 wide x 60 high
+    Image.fromarray(np.zeros((20, 60, 3), np.uint8)).save(images / 'c.jpg', exif=exif.tobytes())
+    assert cv2.imread(str(images / 'c.jpg')).shape[:2] == (60, 20)
+    (images / 'd.jpg').write_text('not an image')
+    (labels / 'a.txt').write_text('0 0.5 0.5 0.5 0.5\n')
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError('an image was decoded')
+    monkeypatch.setattr(ImageFile.ImageFile, 'load', no_decoding)  # decodes a file's pixels
+    monkeypatch.setattr(cv2, 'imread', no_decoding)
+    out = tmp_path / 'train.json'
+    assert yolo2coco_main(['--images', str(images), '--labels', str(labels),
+                           '--classes', str(_classes_file(tmp_path)), '--out', str(out)]) == 0
+    coco = json.loads(out.read_text())
+    assert [(i['file_name'], i['width'], i['height']) for i in coco['images']] == [
+        ('a.png', 40, 30), ('b.jpg', 70, 50), ('c.jpg', 20, 60)]
+    assert coco['annotations'][0]['bbox'] == [10.0, 7.5, 20.0, 15.0]
+    captured = capsys.readouterr()
+    assert f'{images / "d.jpg"}: cannot read the image size from its header' in captured.err
+    assert 'yolo2coco: 4/4 images [' in captured.err  # the progress line
+
+
+def _classes_file(tmp_path):
+    path = tmp_path / 'classes.txt'
+    path.write_text('a\nb\n')
+    return path

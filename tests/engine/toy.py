@@ -6,6 +6,7 @@ Everything is a few dozen floats: a run of several epochs takes well under a sec
 """
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 
@@ -47,6 +48,34 @@ class ToyRegressor(BaseModel):
             if self._loss_calls in self.nan_at_calls:
                 loss_reg = loss_reg * float('nan')
             return dict(loss_reg=loss_reg, loss_aux=0.1 * pred.abs().mean())
+        if mode == 'predict':
+            return [dict(pred=p.detach(), target=t) for p, t in zip(pred, data_samples)]
+        return pred
+
+
+@MODELS.register_module()
+class ToyShardedNet(BaseModel):
+    """A two-layer regressor with what matters to sharded training: several ``nn.Linear``
+    units, a 0-d parameter (like the ``Scale`` of ATSS heads) and random draws in the
+    forward pass (input noise, like the denoising queries), so a resumed run reproduces an
+    uninterrupted one only if the random state is restored."""
+
+    def __init__(self, hidden: int = 16, noise: float = 0.1,
+                 data_preprocessor: dict | None = None):
+        super().__init__(data_preprocessor=data_preprocessor)
+        self.fc1 = nn.Linear(NUM_FEATURES, hidden)
+        self.fc2 = nn.Linear(hidden, 1)
+        self.scale = nn.Parameter(torch.tensor(1.0))
+        self.noise = noise
+
+    def forward(self, inputs: torch.Tensor, data_samples: list | None = None,
+                mode: str = 'tensor'):
+        """``inputs``: (B, 4); ``data_samples``: (B,) targets in loss mode."""
+        noisy = inputs + self.noise * torch.randn_like(inputs) if self.training else inputs
+        pred = self.fc2(torch.relu(self.fc1(noisy))).squeeze(-1) * self.scale  # (B,)
+        if mode == 'loss':
+            target = torch.as_tensor(data_samples, dtype=pred.dtype)
+            return dict(loss_reg=((pred - target) ** 2).mean())
         if mode == 'predict':
             return [dict(pred=p.detach(), target=t) for p, t in zip(pred, data_samples)]
         return pred
@@ -102,6 +131,25 @@ class DumpParamsHook(Hook):
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         torch.save(state, f'{runner.work_dir}/params_rank{get_rank()}.pt')
+
+
+@HOOKS.register_module()
+class RecordTrainStepsHook(Hook):
+    """Write each iteration's loss and gradient norm to ``work_dir/steps_rank{rank}.json``."""
+
+    def __init__(self):
+        self.steps: list[dict] = []
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        hub = runner.message_hub
+        norm = hub.get_scalar('train/grad_norm').current() if 'train/grad_norm' in \
+            hub.log_scalars else None
+        self.steps.append(dict(iter=runner.iter, loss=float(outputs['loss']),
+                               grad_norm=None if norm is None else float(norm)))
+
+    def after_run(self, runner) -> None:
+        with open(f'{runner.work_dir}/steps_rank{get_rank()}.json', 'w') as f:
+            json.dump(self.steps, f)
 
 
 class SimulatedCrash(RuntimeError):

@@ -1,6 +1,7 @@
 """CocoMetric: hand-computed AP, perfect predictions, backends, class mapping, file output."""
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from mmengine.logging import MMLogger
 
 from codetr.evaluation import CocoMetric
+from codetr.evaluation.coco_metric import BACKENDS, load_coco, run_cocoeval
 from codetr.registry import METRICS
 
 from .helpers import coco_dict, sample, write_json
@@ -79,8 +81,8 @@ def test_bad_config_raises():
         CocoMetric(format_only=True)
     with pytest.raises(ValueError, match='backend'):
         CocoMetric(backend='lvis')
-    with pytest.raises(ValueError, match='segm'):
-        CocoMetric(metric='segm')
+    with pytest.raises(ValueError, match='not supported'):
+        CocoMetric(metric='keypoints')
 
 
 def test_backends_agree_on_random_predictions(tmp_path):
@@ -105,6 +107,63 @@ def test_backends_agree_on_random_predictions(tmp_path):
     assert 0.05 < ref['coco/bbox_mAP'] < 0.95  # a non-trivial case
     for key in ref:
         assert fast[key] == pytest.approx(ref[key], abs=1e-6), key
+
+
+def _random_coco_case(seed: int, crowd: float, tied_scores: bool) -> tuple[dict, list]:
+    """A COCO gt dict (3 classes, 10 images, the first without boxes, a ``crowd`` share of
+    crowd boxes) and result dicts: jittered GT copies (a fifth mislabelled) and noise boxes,
+    scores rounded to 0.1 when ``tied_scores`` (ties exercise the sort order)."""
+    rng = np.random.default_rng(seed)
+    images, anns, dets = [], [], []
+    for img_id in range(1, 11):
+        width, height = (int(v) for v in rng.integers(100, 400, 2))
+        images.append(dict(id=img_id, width=width, height=height, file_name=f'{img_id}.jpg'))
+        for _ in range(0 if img_id == 1 else int(rng.integers(1, 8))):
+            x, y, w, h = rng.uniform(0, width - 5), rng.uniform(0, height - 5), *rng.uniform(
+                2, 200, 2)
+            cat = int(rng.integers(1, 4))
+            anns.append(dict(id=len(anns) + 1, image_id=img_id, category_id=cat,
+                             bbox=[x, y, w, h], area=w * h, iscrowd=int(rng.random() < crowd)))
+            for _ in range(int(rng.integers(0, 3))):
+                jitter = rng.normal(0, 8, 4)
+                label = cat if rng.random() < 0.8 else int(rng.integers(1, 4))
+                dets.append(dict(image_id=img_id, category_id=label, score=float(rng.random()),
+                                 bbox=[x + jitter[0], y + jitter[1], max(1.0, w + jitter[2]),
+                                       max(1.0, h + jitter[3])]))
+        for _ in range(int(rng.integers(0, 4))):
+            dets.append(dict(image_id=img_id, category_id=int(rng.integers(1, 4)),
+                             score=float(rng.random()),
+                             bbox=[*rng.uniform(0, width, 1), *rng.uniform(0, height, 1),
+                                   *rng.uniform(1, 100, 2)]))
+    if tied_scores:
+        for det in dets:
+            det['score'] = round(det['score'], 1)
+    gt = dict(images=images, annotations=anns,
+              categories=[dict(id=i, name=n) for i, n in enumerate('abc', start=1)])
+    return gt, [dict(d, bbox=[float(v) for v in d['bbox']]) for d in dets]
+
+
+@pytest.mark.parametrize('crowd, tied_scores', [(0.0, False), (0.25, True)])
+def test_backends_give_every_cocoeval_number_alike(crowd, tied_scores):
+    """faster-coco-eval is the default backend because it gives pycocotools' numbers: all
+    12 summary stats, the full precision (T, R, K, A, M) and recall (T, K, A, M) arrays, for
+    class-aware AP and for class-agnostic proposal recall, with crowd boxes, tied scores and
+    an image without boxes."""
+    gt, dets = _random_coco_case(seed=3, crowd=crowd, tied_scores=tied_scores)
+    for proposal_nums in (None, (100, 300, 1000)):
+        runs = {}
+        for backend in BACKENDS:
+            coco_gt = load_coco(backend, copy.deepcopy(gt))
+            runs[backend], _ = run_cocoeval(backend, coco_gt, copy.deepcopy(dets),
+                                            list(range(1, 11)), [1, 2, 3], proposal_nums)
+        ref, fast = runs['pycocotools'], runs['faster_coco_eval']
+        assert len(ref.stats) == 12 and 0.05 < ref.stats[0] < 0.95  # a non-trivial case
+        np.testing.assert_allclose(np.asarray(fast.stats)[:12], ref.stats, rtol=0, atol=1e-12)
+        for key in ('precision', 'recall'):
+            reference = np.asarray(ref.eval[key])
+            assert np.asarray(fast.eval[key]).shape == reference.shape
+            np.testing.assert_allclose(fast.eval[key], reference, rtol=0, atol=1e-12)
+    assert CocoMetric().backend == 'faster_coco_eval'
 
 
 def test_classwise_table_is_logged(two_box_ann):
@@ -182,3 +241,37 @@ def test_unknown_image_and_missing_meta_raise(two_box_ann):
     metric.process({}, [sample(1, [[0, 0, 1, 1]], [1.], [0])])
     with pytest.raises(KeyError, match='dataset_meta'):
         metric.evaluate(1)
+
+
+@pytest.mark.parametrize('backend', ['pycocotools', 'faster_coco_eval'])
+def test_evaluation_reports_progress_and_stage_times(two_box_ann, backend, capsys):
+    logger = MMLogger.get_instance(f'test_stage_times_{backend}')
+    messages = []
+    original = logger.info
+    logger.info = lambda msg, *a, **k: messages.append(str(msg))
+    try:
+        run(CocoMetric(ann_file=two_box_ann, backend=backend),
+            [sample(1, [[0, 0, 10, 10]], [0.9], [0])], ('a', 'b'))
+    finally:
+        logger.info = original
+    line = next(m for m in messages if m.startswith('COCO bbox evaluation of 1 images:'))
+    assert [part.split()[0] for part in line.split(': ', 1)[1].split(', ')] == [
+        'evaluate', 'accumulate', 'summarize']
+    err = capsys.readouterr().err
+    if backend == 'pycocotools':  # 1 image x 2 categories x (IoU + 4 area ranges)
+        assert 'COCO bbox: 10/10 evals [' in err and '100%' in err
+    else:
+        assert 'evals' not in err
+
+
+def test_repeated_ids_in_the_ground_truth_raise(tmp_path):
+    gt = coco_dict({1: [([0, 0, 10, 10], 1), ([20, 20, 30, 30], 1)]}, [(1, 'a')])
+    gt['annotations'][1]['id'] = 1
+    path = write_json(gt, tmp_path / 'gt.json')
+    with pytest.raises(ValueError, match=r'gt.json repeats annotation ids \[1\]; COCO '
+                                         r'evaluation keeps one record per id'):
+        CocoMetric(ann_file=path)
+    gt = coco_dict({1: [], 2: []}, [(1, 'a')])
+    gt['images'][1]['id'] = 1
+    with pytest.raises(ValueError, match=r'repeats image ids \[1\]'):
+        CocoMetric(ann_file=write_json(gt, tmp_path / 'gt2.json'))

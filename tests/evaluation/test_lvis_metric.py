@@ -102,7 +102,7 @@ def test_max_dets_keeps_top_scores_over_all_categories():
     assert summarize(gt, dets, max_dets=2)['AP'] == pytest.approx(67 / 101)
 
 
-def test_lvis_metric_end_to_end(tmp_path):
+def test_lvis_metric_end_to_end(tmp_path, capsys):
     ann = tmp_path / 'lvis.json'
     ann.write_text(json.dumps(lvis_gt({1: dict(gts=[(A, 1), (B, 3)])})))
     out = tmp_path / 'res'
@@ -118,6 +118,7 @@ def test_lvis_metric_end_to_end(tmp_path):
                         ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'APr', 'APc', 'APf')}
     saved = json.loads((tmp_path / 'res.bbox.json').read_text())
     assert sorted(d['category_id'] for d in saved) == [1, 3]
+    assert 'LVIS evaluate: 3/3 categories [' in capsys.readouterr().err  # the progress line
 
 
 def test_bad_inputs_raise(tmp_path):
@@ -130,7 +131,7 @@ def test_bad_inputs_raise(tmp_path):
     ann = tmp_path / 'lvis.json'
     ann.write_text(json.dumps(lvis_gt({1: dict(gts=[(A, 1)])})))
     with pytest.raises(ValueError, match='bbox'):
-        LVISMetric(ann_file=str(ann), metric='segm')
+        LVISMetric(ann_file=str(ann), metric='keypoints')
 
 
 def test_agrees_with_faster_coco_eval_lvis_mode():

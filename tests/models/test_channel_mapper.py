@@ -84,3 +84,14 @@ def test_user_errors() -> None:
                          norm_cfg=dict(type='GN', num_groups=4))
     with pytest.raises(ValueError, match='out_indices'):
         neck([torch.randn(1, 8, 4, 4)])
+
+
+def test_explicit_none_norm_is_detrs_plain_projection() -> None:
+    """``norm_cfg=None`` (MMDetection's DETR / Conditional-DETR / DAB-DETR C5 necks) means no
+    norm and a conv bias; left out, the norm is GroupNorm(32)."""
+    neck = ChannelMapper(in_channels=[64], out_channels=32, norm_cfg=None, act_cfg=None)
+    assert set(neck.state_dict()) == {'convs.0.conv.weight', 'convs.0.conv.bias'}
+    x = torch.randn(1, 64, 3, 5)
+    conv = neck.convs[0].conv
+    torch.testing.assert_close(neck([x])[0], torch.nn.functional.conv2d(x, conv.weight, conv.bias))
+    assert hasattr(ChannelMapper(in_channels=[64], out_channels=32).convs[0], 'gn')

@@ -139,7 +139,7 @@ def test_label_outside_num_classes_raises_with_the_fix():
     batch['data_samples'][0].gt_instances.labels[0] = 12
     data = model.data_preprocessor(batch, training=True)
     with pytest.raises(ValueError, match='label 12 >= num_classes 4: set '
-                                         'model.query_head.num_classes'):
+                                         'model.num_classes'):
         model(**data, mode='loss')
 
 

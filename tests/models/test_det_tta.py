@@ -68,6 +68,27 @@ def test_single_view_keeps_the_predictions_and_unflips_them():
     assert flipped.pred_instances.bboxes.tolist() == [[10., 10., 30., 40.]]
 
 
+def test_masks_are_unflipped_and_follow_their_kept_boxes():
+    tta = DetTTAModel(_Stub(), tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5),
+                                            max_per_img=5))
+    plain = _view([[10., 10., 30., 40.]], [0.7], [1], flip=False)
+    plain.pred_instances.masks = torch.zeros(1, 60, 100, dtype=torch.bool)
+    plain.pred_instances.masks[0, 10:40, 10:30] = True
+    # the flipped view scores higher, so its (unflipped) mask is the one kept
+    flipped = _view([[70., 10., 90., 40.]], [0.9], [1], flip=True)
+    flipped.pred_instances.masks = torch.zeros(1, 60, 100, dtype=torch.bool)
+    flipped.pred_instances.masks[0, 10:40, 70:85] = True  # x 70..84 -> 15..29 unflipped
+    merged, = tta.merge_preds([[plain, flipped]])
+    pred = merged.pred_instances
+    assert pred.bboxes.tolist() == [[10., 10., 30., 40.]] and pred.scores.tolist() == [
+        pytest.approx(0.9)]
+    expected = torch.zeros(60, 100, dtype=torch.bool)
+    expected[10:40, 15:30] = True
+    assert torch.equal(pred.masks[0], expected)
+    single, = tta.merge_preds([[flipped]])
+    assert torch.equal(single.pred_instances.masks[0], expected)
+
+
 def test_settings_come_from_the_predicting_branch():
     detr = DetTTAModel(_Stub(dict(query_head=dict(
         max_per_img=300, nms=dict(type='soft_nms', iou_threshold=0.8)))))

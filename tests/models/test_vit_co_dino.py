@@ -25,12 +25,13 @@ deform_attn = dict(embed_dims=EMBED, num_heads=2, num_levels=LEVELS, num_points=
 ffn = dict(embed_dims=EMBED, feedforward_channels=64, ffn_drop=0.0)
 gn = dict(type='GN', num_groups=8)
 TINY = dict(
+    num_classes=CLASSES,  # every head takes it
     backbone=dict(embed_dim=VIT.embed_dim, depth=VIT.depth, num_heads=VIT.num_heads,
                   window_size=VIT.window_size, window_block_indexes=VIT.window_block_indexes,
                   pretrain_img_size=VIT.pretrain_img_size),
     neck=dict(in_channels=VIT.embed_dim, out_channels=EMBED, with_cp=True),
     query_head=dict(
-        num_classes=CLASSES, embed_dims=EMBED, num_queries=10,
+        embed_dims=EMBED, num_queries=10,
         transformer=dict(
             encoder=dict(num_layers=1, num_cp=1, layer_cfg=dict(self_attn_cfg=deform_attn,
                                                                 ffn_cfg=ffn)),
@@ -44,9 +45,8 @@ TINY = dict(
         rcnn=dict(rpn=dict(in_channels=EMBED, feat_channels=EMBED),
                   roi=dict(bbox_roi_extractor=dict(out_channels=EMBED),
                            bbox_head=dict(in_channels=EMBED, conv_out_channels=EMBED,
-                                          fc_out_channels=64, num_classes=CLASSES,
-                                          norm_cfg=gn))),
-        atss=dict(num_classes=CLASSES, in_channels=EMBED, feat_channels=EMBED, norm_cfg=gn)),
+                                          fc_out_channels=64, norm_cfg=gn))),
+        atss=dict(in_channels=EMBED, feat_channels=EMBED, norm_cfg=gn)),
     train_cfg=dict(rcnn=dict(rpn_proposal=dict(nms_pre=200, max_per_img=50),
                              rcnn=dict(sampler=dict(num=32)))),
 )

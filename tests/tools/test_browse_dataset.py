@@ -84,11 +84,12 @@ def test_missing_phase_dataloader_raises(tmp_path):
         load_tool().main([str(config), '--output-dir', str(tmp_path / 'o'), '--phase', 'val'])
 
 
-def test_max_images_in_process(tmp_path):
+def test_max_images_in_process(tmp_path, capsys):
     config = make_dataset(tmp_path / 'data')
     assert load_tool().main([str(config), '--output-dir', str(tmp_path / 'o'),
                              '--max-images', '1']) == 0
     assert [p.name for p in (tmp_path / 'o').glob('*.png')] == ['00000_a.png']
+    assert 'browse: 1/1 images [' in capsys.readouterr().err  # the progress line
 
 
 def test_draw_sample_reads_chw_bgr_inputs():

@@ -70,6 +70,21 @@ def test_amp_auto_scale_lr_and_cfg_options(config):
     assert cfg.train_cfg.max_epochs == 5 and cfg.model.nan_at_calls == [2]
 
 
+def test_auto_scale_lr_counts_gradient_accumulation(config):
+    cfg = _train_cfg(config, '--auto-scale-lr', '--cfg-options',
+                     'optim_wrapper.accumulative_counts=2')
+    # mmengine's factor (processes x batch) / base then equals the accumulated batch's.
+    assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=8)
+
+
+def test_strategy_flag_selects_the_flexible_runner(config):
+    cfg = _train_cfg(config, '--launcher', 'pytorch', '--strategy', 'fsdp')
+    assert cfg.runner_type == 'CodetrFlexibleRunner'
+    assert cfg.strategy.type == 'codetr.CodetrFSDPStrategy'
+    with pytest.raises(SystemExit, match='needs a distributed launch'):
+        _train_cfg(config, '--strategy', 'fsdp')
+
+
 def test_auto_scale_lr_without_base_batch_size_is_explained(tmp_path):
     path = tmp_path / 'plain.py'
     path.write_text(toy_config_text(str(tmp_path / 'w')))
@@ -173,8 +188,10 @@ def test_test_tool_end_to_end(config, tmp_path):
     runner = RUNNERS.build(Config(toy_config(str(tmp_path / 'train'), max_epochs=1)))
     runner.train()
     expected = runner.test()
-    _run_tool('tools/test.py', config, str(tmp_path / 'train' / 'epoch_1.pth'), '--work-dir',
-              str(tmp_path / 'test'))
+    result = _run_tool('tools/test.py', config, str(tmp_path / 'train' / 'epoch_1.pth'),
+                       '--work-dir', str(tmp_path / 'test'),
+                       '--cfg-options', 'default_hooks.progress.type=EvalProgressHook')
+    assert 'test: 8/8 images [' in result.stderr  # the default runtime's progress hook
     log = next((tmp_path / 'test').glob('*/*.json'))
     metrics = json.loads(log.read_text().strip().splitlines()[-1])
     assert metrics['toy/count'] == 8.0

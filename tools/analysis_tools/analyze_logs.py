@@ -2,7 +2,14 @@
 
     python tools/analysis_tools/analyze_logs.py plot_curve LOG.json [LOG2.json ...] \\
         [--keys loss loss_cls] [--legend a b] [--title T] [--out curve.png]
+    python tools/analysis_tools/analyze_logs.py plot_branches LOG.json [LOG2.json ...] \\
+        [--legend run_a run_b] [--out branches.png]
     python tools/analysis_tools/analyze_logs.py cal_train_time LOG.json [--include-outliers]
+
+``plot_branches`` draws a Co-DETR run's learning rate, total loss, one-to-one losses
+(decoder / encoder / denoising), each aux head's losses, each head's positive-query losses
+and the validation AP, one panel each; several logs are compared on the same axes, the
+legend naming the runs (``codetr.visualization.training_curves``).
 
 A log is ``<work_dir>/<timestamp>/vis_data/scalars.json`` (or ``<timestamp>.json``): one
 JSON object per line. Training lines carry ``epoch``, ``iter`` (global, 1-based) and
@@ -20,23 +27,15 @@ import matplotlib
 matplotlib.use('Agg')  # files only: this runs on servers without a display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from codetr.visualization.training_curves import (  # noqa: E402
+    branch_series,
+    load_log,
+    plot_branches,
+    run_names,
+)
 
-def load_log(path: str) -> dict[str, list[tuple[int, float]]]:
-    """``{key: [(x, value), ...]}`` with x = global iteration (training) or epoch (val)."""
-    series: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    with open(path) as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f'{path}:{line_no} is not a JSON line: {err}') from err
-            x = record.get('iter', record.get('step'))
-            for key, value in record.items():
-                if key not in ('epoch', 'iter', 'step') and isinstance(value, (int, float)):
-                    series[key].append((x, float(value)))
-    return dict(series)
+__all__ = ['branch_series', 'cal_train_time', 'load_log', 'plot_branches', 'plot_curve', 'plt',
+           'run_names']
 
 
 def iter_times_by_epoch(path: str) -> dict[int, list[float]]:
@@ -85,13 +84,13 @@ def plot_curve(paths: list[str], keys: list[str], out: str, legend: list[str] | 
                          f'got {len(legend)}')
     labels = []
     fig, ax = plt.subplots()
-    for i, path in enumerate(paths):
+    for i, (path, run) in enumerate(zip(paths, run_names(paths))):
         series = load_log(path)
         for j, key in enumerate(keys):
             if key not in series:
                 raise KeyError(f'{path} has no {key!r}; its keys: {", ".join(sorted(series))}')
             xs, ys = zip(*series[key])
-            label = legend[i * len(keys) + j] if legend else f'{path}: {key}'
+            label = legend[i * len(keys) + j] if legend else f'{run}: {key}'
             ax.plot(xs, ys, label=label, marker='o' if '/' in key else None)
             labels.append(label)
     ax.set_xlabel('epoch' if all('/' in k for k in keys) else 'iteration')
@@ -113,6 +112,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     plot.add_argument('--legend', nargs='+')
     plot.add_argument('--title')
     plot.add_argument('--out', default='curve.png', help='image file to write')
+    branches = sub.add_parser('plot_branches', help='lr, per-branch losses and AP of Co-DETR '
+                              'runs, compared on the same axes')
+    branches.add_argument('json_logs', nargs='+')
+    branches.add_argument('--legend', nargs='+', help='one name per log (default: work dirs)')
+    branches.add_argument('--out', default='branches.png', help='image file to write')
     timing = sub.add_parser('cal_train_time', help='iteration time statistics')
     timing.add_argument('json_logs', nargs='+')
     timing.add_argument('--include-outliers', action='store_true',
@@ -124,6 +128,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.task == 'plot_curve':
         plot_curve(args.json_logs, args.keys, args.out, args.legend, args.title)
+    elif args.task == 'plot_branches':
+        for panel, labels in plot_branches(args.json_logs, args.out, args.legend).items():
+            print(f'{panel}: {", ".join(labels)}')
+        print(f'saved {args.out}')
     else:
         for path in args.json_logs:
             cal_train_time(path, args.include_outliers)

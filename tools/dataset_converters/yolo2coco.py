@@ -7,6 +7,8 @@ Example::
         --out data/coco128/annotations/train.json
 
 Rows with a bad class index or a malformed format are reported as ``file:line`` and skipped.
+Image sizes are read from the file headers (no image is decoded); a progress line reports
+the images done.
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     names = [n.strip() for n in Path(args.classes).read_text().splitlines() if n.strip()]
-    coco, problems = yolo_to_coco(args.images, args.labels, names, args.image_prefix)
+    coco, problems = yolo_to_coco(args.images, args.labels, names, args.image_prefix,
+                                  show_progress=True)
     for problem in problems:
         print(problem, file=sys.stderr)
     out = Path(args.out)

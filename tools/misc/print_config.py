@@ -1,9 +1,14 @@
-"""Print a config after ``_base_`` inheritance and ``--cfg-options``: ``print_config.py CONFIG``."""
+"""Print a config after ``_base_`` inheritance and ``--cfg-options``: ``print_config.py CONFIG``.
+
+CONFIG is a file, a path under the configs folder or a short name (``resolve_config``).
+"""
 from __future__ import annotations
 
 import argparse
 
 from mmengine.config import Config, DictAction
+
+from codetr.utils import resolve_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -16,7 +21,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
+    cfg = Config.fromfile(resolve_config(args.config))
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     text = cfg.pretty_text

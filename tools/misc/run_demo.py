@@ -7,14 +7,16 @@ predictions and plot its training curves.
         [--num-images 6] [--score-thr 0.3] [--cfg-options KEY=VALUE ...]
 
 ``make demo`` runs both. Training prints an iteration line with its ETA every few iterations
-and the COCO AP table after every epoch; evaluation shows a progress bar. Everything goes to
+and the COCO AP table after every epoch; evaluation shows a progress bar (the
+``EvalProgressHook`` of the default runtime). Everything goes to
 ``--work-dir``:
 
 * ``epoch_N.pth``: the last checkpoint; ``<timestamp>/``: logs and ``vis_data/scalars.json``;
 * ``predictions/NNN_<image>.png``: ground truth (left) next to the predictions (right);
 * ``curves.png``: the loss of every branch per iteration and box AP / AP50 per epoch.
 
-The last lines printed are ``Demo box AP ...`` with the final COCO numbers, and the paths.
+The last lines printed are ``Demo box AP ...`` with the final COCO numbers (and
+``Demo mask AP ...`` when the config evaluates ``segm``), and the paths.
 """
 from __future__ import annotations
 
@@ -36,14 +38,14 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.hooks import Hook  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
-from mmengine.utils import ProgressBar  # noqa: E402
 
+from codetr.visualization.training_curves import branch_of  # noqa: E402
 from tools.analysis_tools.analyze_logs import load_log, plt  # noqa: E402
 
 DEFAULT_CONFIG = 'configs/quickstart/co_dino_r18_k2_quickstart_synthetic.py'
 AP_KEYS = ('coco/bbox_mAP', 'coco/bbox_mAP_50')
+MASK_AP_KEYS = ('coco/segm_mAP', 'coco/segm_mAP_50')
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -91,38 +93,11 @@ def set_data_root(cfg: Config, data_root: str) -> None:
         cfg[evaluator].ann_file = data_root + 'annotations/instances_val.json'
 
 
-class EvalProgressBar(Hook):
-    """A progress bar over the validation and test images (mmengine's ValLoop has none)."""
-
-    priority = 'VERY_LOW'
-
-    def _start(self, runner: Runner, loader) -> None:
-        print(flush=True)
-        self._bar = ProgressBar(len(loader.dataset), file=sys.stdout)
-
-    def _step(self, data_batch: dict) -> None:
-        self._bar.update(len(data_batch['data_samples']))
-        if self._bar.completed >= self._bar.task_num:
-            print(flush=True)  # the metric's own output starts on a new line
-
-    def before_val_epoch(self, runner: Runner) -> None:
-        self._start(runner, runner.val_dataloader)
-
-    def before_test_epoch(self, runner: Runner) -> None:
-        self._start(runner, runner.test_dataloader)
-
-    def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        self._step(data_batch)
-
-    def after_test_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        self._step(data_batch)
-
-
 def draw_predictions(runner: Runner, out_dir: str, num_images: int,
                      score_thr: float) -> list[str]:
     """Ground truth next to the predictions (score >= ``score_thr``) of the first
     ``num_images`` test images, as PNGs in ``out_dir``; returns their paths."""
-    from codetr.visualization import draw_boxes
+    from codetr.visualization import draw_instances
 
     loader = runner.test_dataloader
     classes = loader.dataset.metainfo['classes']
@@ -137,10 +112,9 @@ def draw_predictions(runner: Runner, out_dir: str, num_images: int,
                 img = cv2.imread(sample.img_path)
                 gt = sample.gt_instances  # original-image pixels: the test pipeline loads
                 pred = sample.pred_instances  # boxes after Resize; predictions are rescaled
-                keep = pred.scores >= score_thr
-                left = draw_boxes(img, gt.bboxes, gt.labels, classes)
-                right = draw_boxes(img, pred.bboxes[keep], pred.labels[keep], classes,
-                                   scores=pred.scores[keep])
+                pred = pred[pred.scores >= score_thr]
+                left = draw_instances(img, gt, classes)  # masks too, when there are any
+                right = draw_instances(img, pred, classes, scores=pred.scores)
                 gap = np.full((img.shape[0], 4, 3), 255, np.uint8)
                 name = osp.splitext(osp.basename(sample.img_path))[0]
                 path = osp.join(out_dir, f'{len(paths):03d}_{name}.png')
@@ -149,22 +123,9 @@ def draw_predictions(runner: Runner, out_dir: str, num_images: int,
     return paths
 
 
-def branch_of(key: str) -> str | None:
-    """The branch a logged loss belongs to: ``'total'``, ``'one-to-one'`` (main head: every
-    decoder layer, encoder and denoising terms), ``'<name> head'`` (aux head losses) or
-    ``'<name> queries'`` (its positive queries); None for anything else."""
-    if key == 'loss':
-        return 'total'
-    if 'loss' not in key:
-        return None
-    parts = key.split('.')
-    if len(parts) == 1 or (parts[0][0] == 'd' and parts[0][1:].isdigit()):
-        return 'one-to-one'
-    return f'{parts[0]} queries' if parts[1] == 'pos' else f'{parts[0]} head'
-
-
 def plot_curves(scalars_path: str, out: str) -> str:
-    """Two panels: each branch's loss per iteration, box AP / AP50 per epoch; saved at ``out``."""
+    """Two panels: each branch's loss per iteration, box (and mask) AP / AP50 per epoch;
+    saved at ``out``."""
     series = load_log(scalars_path)
     totals: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
     for key, points in series.items():
@@ -178,16 +139,27 @@ def plot_curves(scalars_path: str, out: str) -> str:
                      label=branch)
     ax_loss.set(xlabel='iteration', ylabel='loss (sum over the branch)', title='training loss')
     ax_loss.legend(fontsize='small')
-    for key in AP_KEYS:
+    for key in AP_KEYS + MASK_AP_KEYS:
         if key in series:
             xs, ys = zip(*series[key])
             ax_ap.plot(xs, ys, marker='o', label=key.split('/')[-1])
-    ax_ap.set(xlabel='epoch', ylabel='COCO box AP', title='validation AP', ylim=(0, 1))
+    ax_ap.set(xlabel='epoch', ylabel='COCO AP', title='validation AP', ylim=(0, 1))
     ax_ap.legend()
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def ap_lines(metrics: dict, num_images: int, minutes: float) -> list[str]:
+    """``Demo box AP ...`` and, when the config evaluates ``segm``, ``Demo mask AP ...``."""
+    ap, ap50 = (metrics.get(k, float('nan')) for k in AP_KEYS)
+    lines = [f'Demo box AP {ap:.3f}  AP50 {ap50:.3f}  (COCO metric, {num_images} synthetic '
+             f'val images; {minutes:.1f} min)']
+    if MASK_AP_KEYS[0] in metrics:
+        mask_ap, mask_ap50 = (metrics[k] for k in MASK_AP_KEYS)
+        lines.append(f'Demo mask AP {mask_ap:.3f}  AP50 {mask_ap50:.3f}  (COCO segm metric)')
+    return lines
 
 
 def train_and_test(cfg: Config) -> tuple[Runner, dict]:
@@ -197,7 +169,6 @@ def train_and_test(cfg: Config) -> tuple[Runner, dict]:
 
     adapt_cfg_to_device(cfg, 'none')
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-    runner.register_hook(EvalProgressBar())
     runner.train()
     metrics = runner.test()
     return runner, metrics
@@ -217,9 +188,9 @@ def main(argv: list[str] | None = None) -> dict:
     scalars = osp.join(runner.log_dir, 'vis_data', 'scalars.json')
     curves = plot_curves(scalars, osp.join(args.work_dir, 'curves.png'))
     minutes = (time.perf_counter() - start) / 60
-    ap, ap50 = (metrics.get(k, float('nan')) for k in AP_KEYS)
-    print(f'\nDemo box AP {ap:.3f}  AP50 {ap50:.3f}  (COCO metric, '
-          f'{len(runner.test_dataloader.dataset)} synthetic val images; {minutes:.1f} min)')
+    print()
+    for line in ap_lines(metrics, len(runner.test_dataloader.dataset), minutes):
+        print(line)
     print(f'  checkpoints and logs: {osp.abspath(args.work_dir)}')
     print(f'  training log:         {osp.abspath(runner.log_dir)}')
     print(f'  predictions:          {osp.abspath(pred_dir)} ({len(drawings)} PNGs, '

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-# Per-instance arrays that must stay aligned with ``gt_bboxes`` when boxes are dropped.
-INSTANCE_KEYS = ('gt_bboxes', 'gt_bboxes_labels', 'gt_ignore_flags')
+# Per-instance arrays (and the masks) that must stay aligned with ``gt_bboxes`` when boxes
+# are dropped.
+INSTANCE_KEYS = ('gt_bboxes', 'gt_bboxes_labels', 'gt_ignore_flags', 'gt_masks')
 
 
 def clip_boxes(boxes: np.ndarray, img_shape: tuple[int, int]) -> np.ndarray:
@@ -39,7 +40,8 @@ def flip_boxes(boxes: np.ndarray, img_shape: tuple[int, int], direction: str) ->
 
 
 def keep_instances(results: dict, keep: np.ndarray) -> None:
-    """Index every per-instance array of ``results`` with the bool mask ``keep`` (N,)."""
+    """Index every per-instance array (and ``gt_masks``) of ``results`` with the bool mask
+    ``keep`` (N,)."""
     for key in INSTANCE_KEYS:
         if results.get(key) is not None:
             results[key] = results[key][keep]

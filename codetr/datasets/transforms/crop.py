@@ -1,4 +1,4 @@
-"""Box-aware cropping and box filtering: ``RandomCrop`` and ``FilterAnnotations``.
+"""Box- and mask-aware cropping and filtering: ``RandomCrop`` and ``FilterAnnotations``.
 
 Both may return None, which tells an mmengine ``BaseDataset`` in training mode to draw
 another image (it retries a bounded number of times, then raises).
@@ -30,16 +30,17 @@ class RandomCrop(BaseTransform):
     - ``'relative_range'``: ``crop_size = (rw, rh)``; the ratios are drawn uniformly
       from ``[rw, 1]`` and ``[rh, 1]``.
 
-    A box is kept when part of it with positive area lies inside the crop; its labels and
-    ignore flags are dropped with it. Adds/updates ``img``, ``img_shape``.
+    A box is kept when part of it with positive area lies inside the crop; its labels,
+    ignore flags and mask are dropped with it. ``gt_masks`` are cropped to the same window.
+    Adds/updates ``img``, ``img_shape``.
 
     Args:
         crop_size: see above.
         crop_type: one of ``CROP_TYPES``.
         allow_negative_crop: keep a crop that contains no box. If False, such a crop
             (including any crop of an image without boxes) returns None.
-        recompute_bbox: MMDetection recomputes boxes from instance masks; codetr has no
-            masks, so this is accepted for config compatibility and changes nothing.
+        recompute_bbox: replace the kept boxes by the boxes of their cropped ``gt_masks``
+            (the LSJ recipe); without masks there is nothing to recompute from.
         bbox_clip_border: store boxes clipped to the crop (else shifted only).
     """
 
@@ -94,6 +95,11 @@ class RandomCrop(BaseTransform):
                 return None
             results['gt_bboxes'] = clipped if self.bbox_clip_border else shifted
             keep_instances(results, keep)
+            if results.get('gt_masks') is not None:
+                window = np.array([x0, y0, x0 + crop_w, y0 + crop_h], dtype=np.float32)
+                results['gt_masks'] = results['gt_masks'].crop(window)
+                if self.recompute_bbox:
+                    results['gt_bboxes'] = results['gt_masks'].get_bboxes()
         results['img'] = img[y0:y0 + crop_h, x0:x0 + crop_w, ...]
         results['img_shape'] = (crop_h, crop_w)
         return results
@@ -108,10 +114,14 @@ class RandomCrop(BaseTransform):
 
 @TRANSFORMS.register_module()
 class FilterAnnotations(BaseTransform):
-    """Drop boxes not wider than ``min_gt_bbox_wh[0]`` or not taller than ``[1]`` pixels.
+    """Drop instances whose box is too small (and, ``by_mask``, whose mask is too small).
 
     Args:
-        min_gt_bbox_wh: ``(w, h)``; a box is kept only if its width > w and height > h.
+        min_gt_bbox_wh: ``(w, h)``; with ``by_box`` a box is kept only if its width > w and
+            height > h.
+        min_gt_mask_area: with ``by_mask`` a mask is kept only if it has at least this
+            many pixels.
+        by_box, by_mask: which tests apply (both must pass).
         keep_empty: MMDetection's meaning of this flag: when True and every box is
             filtered out, return None so the dataset draws another image; when False,
             return the image with no boxes. An image that had no boxes to begin with is
@@ -119,8 +129,14 @@ class FilterAnnotations(BaseTransform):
     """
 
     def __init__(self, min_gt_bbox_wh: tuple[float, float] = (1, 1),
+                 min_gt_mask_area: int = 1, by_box: bool = True, by_mask: bool = False,
                  keep_empty: bool = True) -> None:
+        if not (by_box or by_mask):
+            raise ValueError('FilterAnnotations needs by_box=True or by_mask=True.')
         self.min_gt_bbox_wh = tuple(min_gt_bbox_wh)
+        self.min_gt_mask_area = min_gt_mask_area
+        self.by_box = by_box
+        self.by_mask = by_mask
         self.keep_empty = keep_empty
 
     def transform(self, results: dict) -> dict | None:
@@ -129,8 +145,15 @@ class FilterAnnotations(BaseTransform):
         boxes = results['gt_bboxes']
         if len(boxes) == 0:
             return results
-        min_w, min_h = self.min_gt_bbox_wh
-        keep = ((boxes[:, 2] - boxes[:, 0]) > min_w) & ((boxes[:, 3] - boxes[:, 1]) > min_h)
+        keep = np.ones(len(boxes), dtype=bool)
+        if self.by_box:
+            min_w, min_h = self.min_gt_bbox_wh
+            keep &= ((boxes[:, 2] - boxes[:, 0]) > min_w) & ((boxes[:, 3] - boxes[:, 1]) > min_h)
+        if self.by_mask:
+            if results.get('gt_masks') is None:
+                raise KeyError('FilterAnnotations(by_mask=True) needs `gt_masks`; load them '
+                               'with LoadAnnotations(with_mask=True).')
+            keep &= np.asarray(results['gt_masks'].areas) >= self.min_gt_mask_area
         if not keep.any() and self.keep_empty:
             return None
         keep_instances(results, keep)
@@ -138,4 +161,5 @@ class FilterAnnotations(BaseTransform):
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(min_gt_bbox_wh={self.min_gt_bbox_wh}, '
-                f'keep_empty={self.keep_empty})')
+                f'min_gt_mask_area={self.min_gt_mask_area}, by_box={self.by_box}, '
+                f'by_mask={self.by_mask}, keep_empty={self.keep_empty})')

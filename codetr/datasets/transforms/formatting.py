@@ -22,7 +22,9 @@ class PackDetInputs(BaseTransform):
     - ``inputs``: uint8 ``(C, H, W)`` tensor, channels as loaded (BGR); the model's
       ``DetDataPreprocessor`` converts and normalises.
     - ``data_samples.gt_instances``: ``bboxes`` float32 ``(N, 4)`` xyxy and ``labels`` int64
-      ``(N,)`` of the boxes whose ``gt_ignore_flags`` is False;
+      ``(N,)`` of the boxes whose ``gt_ignore_flags`` is False, and ``masks`` (the
+      ``BitmapMasks`` / ``PolygonMasks`` of those instances) when the results have
+      ``gt_masks``;
       ``data_samples.ignored_instances``: the same fields for the ignored ones.
     - metainfo: every key of ``meta_keys`` present in the results (missing ones, e.g.
       ``flip`` in a pipeline without ``RandomFlip``, are skipped).
@@ -47,6 +49,8 @@ class PackDetInputs(BaseTransform):
         if 'gt_bboxes_labels' in results:
             instances.labels = torch.from_numpy(
                 np.asarray(results['gt_bboxes_labels'], dtype=np.int64)[rows])
+        if 'gt_masks' in results:
+            instances.masks = results['gt_masks'][rows]
         return instances
 
     def transform(self, results: dict) -> dict:

@@ -1,4 +1,4 @@
-"""Geometric transforms whose boxes follow the image: ``Resize`` and ``RandomFlip``.
+"""Geometric transforms whose boxes and masks follow the image: ``Resize`` and ``RandomFlip``.
 
 ``RandomResize`` and ``RandomChoiceResize`` come from mmcv; they build their inner
 ``Resize`` from the registry, which under the ``codetr`` default scope resolves to the
@@ -22,11 +22,13 @@ FLIP_DIRECTIONS = ('horizontal', 'vertical', 'diagonal')
 
 @TRANSFORMS.register_module()
 class Resize(BaseTransform):
-    """Resize the image to ``scale`` (or by ``scale_factor``); boxes are scaled alike.
+    """Resize the image to ``scale`` (or by ``scale_factor``); boxes and masks follow.
 
     Adds or updates ``img``, ``img_shape`` (H, W), ``scale`` (w, h), ``scale_factor``
     ``(w_scale, h_scale)`` = new size / old size of *this* resize, and ``keep_ratio``.
     As in MMDetection, ``scale_factor`` is overwritten, not accumulated, by a second resize.
+    ``gt_masks`` are resized to the new ``img_shape`` (nearest neighbour for bitmaps, scaled
+    vertices for polygons).
 
     Args:
         scale: target ``(w, h)`` or an int for a square. With ``keep_ratio`` the image is
@@ -81,6 +83,8 @@ class Resize(BaseTransform):
             if self.clip_object_border:
                 boxes = clip_boxes(boxes, (new_h, new_w))
             results['gt_bboxes'] = boxes.astype(np.float32)
+        if results.get('gt_masks') is not None:
+            results['gt_masks'] = results['gt_masks'].resize((new_h, new_w))
         return results
 
     def __repr__(self) -> str:
@@ -92,7 +96,8 @@ class Resize(BaseTransform):
 
 @TRANSFORMS.register_module()
 class RandomFlip(BaseTransform):
-    """Flip the image and its boxes at random; adds ``flip`` (bool) and ``flip_direction``.
+    """Flip the image, its boxes and masks at random; adds ``flip`` (bool) and
+    ``flip_direction``.
 
     Args:
         prob: probability of flipping. A float with one direction: flip with that
@@ -136,6 +141,8 @@ class RandomFlip(BaseTransform):
         results['img'] = mmcv.imflip(results['img'], direction=direction)
         if results.get('gt_bboxes') is not None:
             results['gt_bboxes'] = flip_boxes(results['gt_bboxes'], img_shape, direction)
+        if results.get('gt_masks') is not None:
+            results['gt_masks'] = results['gt_masks'].flip(direction)
         return results
 
     def __repr__(self) -> str:

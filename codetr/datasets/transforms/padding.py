@@ -1,4 +1,4 @@
-"""``Pad``: pad the image at the bottom and right, so box coordinates stay valid."""
+"""``Pad``: pad the image (and masks) at the bottom and right, so coordinates stay valid."""
 from __future__ import annotations
 
 import math
@@ -21,9 +21,9 @@ class Pad(BaseTransform):
         size: fixed ``(w, h)`` in pixels; the image must not be larger.
         size_divisor: pad H and W up to multiples of this (applied after ``pad_to_square``).
         pad_to_square: pad to a square of the long side.
-        pad_val: ``dict(img=value)`` (default ``dict(img=0)``); value is one number or one
-            per channel (BGR order for a BGR image). A bare number means
-            ``dict(img=number)``.
+        pad_val: ``dict(img=value, masks=value)`` (default ``dict(img=0)``; masks pad with
+            0 unless given); the image value is one number or one per channel (BGR order for
+            a BGR image). A bare number means ``dict(img=number)``.
         padding_mode: ``'constant'``, ``'edge'``, ``'reflect'`` or ``'symmetric'``.
     """
 
@@ -70,6 +70,9 @@ class Pad(BaseTransform):
         results['pad_fixed_size'] = self.size
         results['pad_size_divisor'] = self.size_divisor
         results['img_shape'] = img.shape[:2]
+        if results.get('gt_masks') is not None:
+            results['gt_masks'] = results['gt_masks'].pad(
+                img.shape[:2], pad_val=self.pad_val.get('masks', 0))
         return results
 
     def __repr__(self) -> str:

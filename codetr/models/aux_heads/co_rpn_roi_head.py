@@ -21,6 +21,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from codetr.models.co_modules.positives import MAX_POS_COORDS, AuxPositives, select_positives
+from codetr.models.task_modules.samplers import SamplingResult
 from codetr.registry import MODELS, TASK_UTILS
 
 from .roi_bbox_head import BBOX_HEADS
@@ -106,18 +107,25 @@ class CoRPNRoIHead(nn.Module):
 
     # CoDETR evaluates through this head when test_cfg.eval_module == 'two-stage'.
     eval_kind = 'two-stage'
+    # Where CoDETR(num_classes=...) puts the class count (the RPN is class-agnostic).
+    num_classes_keys = ('roi.bbox_head.num_classes',)
 
     def __init__(self, rpn: dict, roi: dict, train_cfg: dict | None = None,
                  test_cfg: dict | None = None, max_pos_coords: int = MAX_POS_COORDS) -> None:
         super().__init__()
         self.rpn_head = RPNHead(**_untyped(rpn, 'RPNHead'))
-        self.roi_head = RoIHead(**roi)
+        self.roi_head = self._build_roi_head(roi)
         self.num_classes = self.roi_head.bbox_head.num_classes
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
         self.max_pos_coords = max_pos_coords
         if train_cfg is not None:
             self._build_training(train_cfg)
+
+    @staticmethod
+    def _build_roi_head(roi: dict) -> nn.Module:
+        """The RoI-head container (a Mask R-CNN head adds its mask branch here)."""
+        return RoIHead(**roi)
 
     def _build_training(self, train_cfg: dict) -> None:
         for stage in ('rpn', 'rcnn'):
@@ -176,11 +184,12 @@ class CoRPNRoIHead(nn.Module):
 
     def roi_loss(self, pyramid: list[Tensor], proposals: list[Tensor],
                  data_samples: list) -> tuple[dict[str, Tensor], AuxPositives]:
-        """RoI-head losses and positives for given per-image ``(P_i, 4)`` xyxy proposals.
+        """RoI-head losses and positives for given per-image ``(P_i, 4)`` xyxy proposals."""
+        return self.bbox_loss(pyramid, self.sample_rois(proposals, data_samples))
 
-        Proposals are assigned by IoU with ``train_cfg.rcnn.assigner`` and sampled (GT boxes
-        added) with ``train_cfg.rcnn.sampler``; the sampled RoIs are ordered positives first.
-        """
+    def sample_rois(self, proposals: list[Tensor], data_samples: list) -> list[SamplingResult]:
+        """Per image: proposals assigned by IoU with ``train_cfg.rcnn.assigner`` and sampled
+        (GT boxes added) with ``train_cfg.rcnn.sampler``."""
         samplings = []
         for boxes, sample in zip(proposals, data_samples):
             priors = InstanceData(priors=boxes.detach())
@@ -188,6 +197,12 @@ class CoRPNRoIHead(nn.Module):
                                labels=sample.gt_instances.labels)
             assigned = self.rcnn_assigner.assign(priors, gts, _ignored(sample))
             samplings.append(self.rcnn_sampler.sample(assigned, priors, gts))
+        return samplings
+
+    def bbox_loss(self, pyramid: list[Tensor],
+                  samplings: list[SamplingResult]) -> tuple[dict[str, Tensor], AuxPositives]:
+        """Box-head losses of the sampled RoIs (ordered positives first) and the positives
+        handed to the decoder."""
         rois = [s.priors for s in samplings]
         labels = [self._sampled(s.pos_gt_labels, len(s.neg_inds), self.num_classes)
                   for s in samplings]

@@ -10,8 +10,10 @@ local checkpoint in either timm's or the official layout (``swin_official_to_tim
 
 Why not ``features_only=True``: timm's feature wrapper renames the stages (``layers_0``) and
 has no per-level norms; running ``patch_embed`` and ``layers`` directly keeps timm's own
-parameter names, so the key map stays a short rename. ``dynamic_img_size=True`` lifts
-timm's input-size check and builds the shifted-window masks per input size.
+parameter names, so the key map stays a short rename. ``strict_img_size=False`` lifts
+timm's input-size check and builds the shifted-window masks per input size (timm >= 1.0.8;
+1.0.31's ``dynamic_img_size=True`` is the same switch, and earlier releases silently ignore
+that name). These are timm internals: requirements.txt caps timm below 1.1.
 
 Differences from the official detection Swin, on purpose or inherited from timm:
 - ``frozen_stages=k`` freezes the patch embedding and the first k stages (ResNet's
@@ -132,7 +134,7 @@ class TimmSwinTransformer(BaseModule):
                          window_size=window_size)
         self.body = timm.create_model(
             model_name, pretrained=False, num_classes=0, global_pool='',
-            dynamic_img_size=True, always_partition=always_partition,
+            strict_img_size=False, always_partition=always_partition,
             drop_path_rate=drop_path_rate,
             **{k: v for k, v in overrides.items() if v is not None})
         # detection uses its own per-level norms; the classifier's final norm and head go

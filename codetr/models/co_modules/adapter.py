@@ -13,12 +13,12 @@ from torch import Tensor, nn
 from codetr.registry import MODELS
 
 
-def _norm(norm_cfg: dict, channels: int) -> nn.Module:
-    """The adapter's normalisation layer; only GroupNorm is what the official adapter uses."""
+def adapter_norm(norm_cfg: dict, channels: int, owner: str = 'MultiScaleAdapter') -> nn.Module:
+    """An adapter's normalisation layer; only GroupNorm is what the official adapter uses."""
     cfg = dict(norm_cfg)
     kind = cfg.pop('type')
     if kind != 'GN':
-        raise ValueError(f"MultiScaleAdapter norm_cfg.type={kind!r} is not supported; use "
+        raise ValueError(f"{owner} norm_cfg.type={kind!r} is not supported; use "
                          "dict(type='GN', num_groups=32) as the official adapter")
     num_groups = cfg.pop('num_groups')
     if channels % num_groups:
@@ -53,7 +53,7 @@ class MultiScaleAdapter(BaseModule):
         self.num_extra = num_extra
         self.downsample = nn.ModuleList(
             nn.Sequential(nn.Conv2d(in_channels, in_channels, 3, stride=2, padding=1),
-                          _norm(norm_cfg, in_channels))
+                          adapter_norm(norm_cfg, in_channels))
             for _ in range(num_extra))
 
     def forward(self, memory: list[Tensor]) -> list[Tensor]:

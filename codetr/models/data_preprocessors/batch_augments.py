@@ -8,6 +8,8 @@ from torch import nn
 from codetr.registry import MODELS
 from codetr.structures import SampleList
 
+from .data_preprocessor import pad_gt_masks
+
 
 @MODELS.register_module()
 class BatchFixedSizePad(nn.Module):
@@ -21,16 +23,17 @@ class BatchFixedSizePad(nn.Module):
         size: target ``(h, w)`` in pixels.
         img_pad_value: value of the padded area, in normalised units (the batch has been
             normalised by the time this runs).
-        pad_mask: accepted for compatibility with MMDetection configs; codetr has no
-            instance masks, so it changes nothing.
+        pad_mask: also pad each sample's ``gt_instances.masks`` to the padded size.
+        mask_pad_value: value of the padded mask area.
     """
 
     def __init__(self, size: tuple[int, int], img_pad_value: float = 0,
-                 pad_mask: bool = False) -> None:
+                 pad_mask: bool = False, mask_pad_value: int = 0) -> None:
         super().__init__()
         self.size = tuple(size)
         self.img_pad_value = img_pad_value
         self.pad_mask = pad_mask
+        self.mask_pad_value = mask_pad_value
 
     def forward(self, inputs: torch.Tensor, data_samples: SampleList | None = None
                 ) -> tuple[torch.Tensor, SampleList | None]:
@@ -44,6 +47,8 @@ class BatchFixedSizePad(nn.Module):
         out_shape = tuple(inputs.shape[-2:])
         for sample in data_samples or []:
             sample.set_metainfo({'batch_input_shape': out_shape, 'pad_shape': out_shape})
+        if self.pad_mask and data_samples:
+            pad_gt_masks(data_samples, out_shape, self.mask_pad_value)
         return inputs, data_samples
 
     def extra_repr(self) -> str:

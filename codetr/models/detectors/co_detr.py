@@ -21,7 +21,8 @@ from torch import Tensor, nn
 from codetr.registry import MODELS
 from codetr.structures import DetDataSample
 
-from .. import co_modules  # noqa: F401  (registers MultiScaleAdapter for model.adapter)
+from .. import co_modules  # noqa: F401  (registers the adapters for model.adapter)
+from .num_classes import fill_num_classes
 
 # Which branch predicts at test time: the one-to-one query head ('detr') or an auxiliary
 # head ('one-stage' = ATSS-like, 'two-stage' = Faster R-CNN-like), as in the official
@@ -29,7 +30,7 @@ from .. import co_modules  # noqa: F401  (registers MultiScaleAdapter for model.
 # `eval_kind`.
 EVAL_MODULES = ('detr', 'one-stage', 'two-stage')
 # Keys of train_cfg / test_cfg that are not branch names, so no aux head may take them.
-RESERVED_NAMES = ('query_head', 'eval_module', 'eval_head')
+RESERVED_NAMES = ('query_head', 'eval_module', 'eval_head', 'mask_branch')
 
 
 @MODELS.register_module()
@@ -39,8 +40,10 @@ class CoDETR(BaseModel):
     Args:
         backbone: config of the backbone, e.g. ``ResNet``; returns a tuple of (B, C_i, H_i, W_i).
         neck: config of the neck (``ChannelMapper``) or ``None`` to feed the backbone's levels.
-        query_head: config of the one-to-one head (``CoDINOHead``, ``CoDeformDETRHead``).
-        adapter: config of the multi-scale adapter (``MultiScaleAdapter``) that turns the
+        query_head: config of the one-to-one head (``CoDINOHead``, ``CoDeformDETRHead``,
+            ``CoConditionalDETRHead``, ``CoDABDETRHead``).
+        adapter: config of the adapter (``MultiScaleAdapter``; ``SingleScaleAdapter`` for the
+            one-map encoders of the C5 heads) that turns the
             encoder memory into the aux heads' pyramid; required when ``aux_heads`` is
             non-empty (``in_channels`` defaults to the query head's width) and not built with
             K = 0, where it would hold parameters without gradient (which DDP rejects).
@@ -53,18 +56,25 @@ class CoDETR(BaseModel):
         train_cfg: per-branch training settings: ``dict(query_head=dict(assigner=...), <aux
             name>=...)``; ``train_cfg[branch]`` becomes that branch's ``train_cfg``.
         test_cfg: ``dict(eval_module='detr' | 'one-stage' | 'two-stage', eval_head=None | NAME,
-            query_head=dict(max_per_img=..., nms=...), <aux name>=...)``. With an aux
-            ``eval_module``, ``eval_head`` names the head; by default the first aux head whose
-            ``eval_kind`` is ``eval_module``.
+            mask_branch=None | NAME, query_head=dict(max_per_img=..., nms=...), <aux
+            name>=...)``. With an aux ``eval_module``, ``eval_head`` names the head; by default
+            the first aux head whose ``eval_kind`` is ``eval_module``. ``mask_branch`` names
+            an aux head with a mask branch (``CoMaskRCNNHead``) that predicts masks for the
+            evaluated branch's boxes in the same pass (the DETR's boxes with the default
+            ``eval_module='detr'``); an eval head with its own mask branch predicts its masks
+            itself.
         data_preprocessor: config of ``DetDataPreprocessor``.
         init_cfg: mmengine init config.
+        num_classes: the dataset's number of classes, given to every head (query head and
+            aux heads, nested RoI heads included) whose config does not set it; a head's own
+            value that differs raises. None takes the query head's ``num_classes``.
     """
 
     def __init__(self, backbone: dict, neck: dict | None, query_head: dict,
                  adapter: dict | None = None, aux_heads: dict | None = None,
                  lambda_1: float = 1.0, lambda_2: float = 2.0, train_cfg: dict | None = None,
                  test_cfg: dict | None = None, data_preprocessor: dict | None = None,
-                 init_cfg: dict | None = None) -> None:
+                 init_cfg: dict | None = None, num_classes: int | None = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.train_cfg = dict(train_cfg or {})
         self.test_cfg = dict(test_cfg or {})
@@ -74,6 +84,8 @@ class CoDETR(BaseModel):
                              f'{EVAL_MODULES}.')
         aux_heads = dict(aux_heads or {})
         self._check_aux_names(aux_heads)
+        query_head, aux_heads, self.num_classes = fill_num_classes(num_classes, query_head,
+                                                                   aux_heads)
         self.lambda_1 = lambda_1
         self.lambda_2 = lambda_2
         self.backbone = MODELS.build(backbone)
@@ -89,6 +101,7 @@ class CoDETR(BaseModel):
         self.aux_heads = ModuleDict(
             {name: MODELS.build(self._branch_cfg(name, cfg)) for name, cfg in aux_heads.items()})
         self.eval_head = self._select_eval_head()
+        self.mask_branch = self._select_mask_branch()
 
     @staticmethod
     def _check_aux_names(aux_heads: dict) -> None:
@@ -100,7 +113,8 @@ class CoDETR(BaseModel):
     def _build_adapter(self, adapter: dict | None) -> nn.Module:
         if adapter is None:
             raise ValueError("model.aux_heads needs model.adapter, e.g. "
-                             "adapter=dict(type='MultiScaleAdapter', num_extra=1)")
+                             "adapter=dict(type='MultiScaleAdapter', num_extra=1), or "
+                             "adapter=dict(type='SingleScaleAdapter') for a single-scale head")
         cfg = copy.deepcopy(adapter)
         cfg.setdefault('in_channels', self.query_head.embed_dims)
         return MODELS.build(cfg)
@@ -120,6 +134,17 @@ class CoDETR(BaseModel):
                 f'{self.test_cfg.get("eval_head")!r}) needs an aux head of that kind, but '
                 f'model.aux_heads has {kinds or "none"}; add such a head, name it in '
                 "test_cfg.eval_head, or use eval_module='detr'")
+        return name
+
+    def _select_mask_branch(self) -> str | None:
+        """Name of the aux head whose mask branch predicts masks for the evaluated boxes."""
+        name = self.test_cfg.get('mask_branch')
+        if name is None:
+            return None
+        with_masks = [n for n, head in self.aux_heads.items() if hasattr(head, 'predict_masks')]
+        if name not in with_masks:
+            raise ValueError(f'test_cfg.mask_branch={name!r} must name an aux head with a mask '
+                             f'branch; model.aux_heads has {with_masks or "none"} with one')
         return name
 
     def _branch_cfg(self, name: str, cfg: dict) -> dict:
@@ -160,13 +185,19 @@ class CoDETR(BaseModel):
 
     def predict(self, inputs: Tensor, data_samples: list[DetDataSample],
                 rescale: bool = True) -> list[DetDataSample]:
-        """Adds ``pred_instances`` (bboxes (N, 4) xyxy, scores (N,), labels (N,)) to each
-        sample; boxes are in original image pixels when ``rescale``, else network input pixels."""
+        """Adds ``pred_instances`` (bboxes (N, 4) xyxy, scores (N,), labels (N,), and with a
+        mask branch ``masks (N, H, W)`` bool) to each sample; boxes and masks are in original
+        image pixels when ``rescale``, else network input pixels."""
         feats = self.extract_feat(inputs)
-        if self.eval_head is None:
-            results = self.query_head.predict(feats, data_samples, rescale=rescale)
-        else:
+        if self.eval_head is not None:
             results = self._predict_aux(feats, data_samples, rescale)
+        elif self.mask_branch is not None:
+            results, memory = self.query_head.predict_with_memory(feats, data_samples,
+                                                                  rescale=False)
+            results = self.aux_heads[self.mask_branch].predict_masks(
+                self.adapter(memory), results, data_samples, rescale=rescale)
+        else:
+            results = self.query_head.predict(feats, data_samples, rescale=rescale)
         for sample, result in zip(data_samples, results):
             sample.pred_instances = result
         return data_samples
@@ -176,7 +207,12 @@ class CoDETR(BaseModel):
         """Detections of ``aux_heads[eval_head]``: encoder, adapter, aux head; no decoder."""
         memory = self.query_head.encode_memory(feats, data_samples)
         pyramid = self.adapter(memory)
-        return self.aux_heads[self.eval_head].predict(pyramid, data_samples, rescale=rescale)
+        head = self.aux_heads[self.eval_head]
+        if self.mask_branch in (None, self.eval_head):
+            return head.predict(pyramid, data_samples, rescale=rescale)
+        results = head.predict(pyramid, data_samples, rescale=False)
+        return self.aux_heads[self.mask_branch].predict_masks(pyramid, results, data_samples,
+                                                              rescale=rescale)
 
     def _forward(self, inputs: Tensor, data_samples: list[DetDataSample] | None = None):
         """The query head's raw outputs (its ``forward``), without losses or post-processing."""
@@ -194,17 +230,24 @@ class CoDETR(BaseModel):
         raise ValueError(f"mode={mode!r} must be 'loss', 'predict' or 'tensor'.")
 
     def _check_labels(self, data_samples: list[DetDataSample]) -> None:
-        """Catch a dataset with more classes than the head before it trains on garbage."""
-        labels = [s.gt_instances.labels for s in data_samples if len(s.gt_instances) > 0]
-        if not labels:
+        """Catch a dataset with more classes than the heads, or a NaN / infinite box, before
+        it reaches a loss."""
+        present = [s.gt_instances for s in data_samples if len(s.gt_instances) > 0]
+        if not present:
             return
-        num_classes = self.query_head.num_classes
-        # One scalar sync per batch; the Hungarian matching moves data to the CPU anyway.
-        largest = int(torch.cat(labels).max())
-        if largest >= num_classes:
-            raise ValueError(f'label {largest} >= num_classes {num_classes}: set '
-                             f'model.query_head.num_classes to the number of classes in your '
-                             f'dataset.')
+        # One sync per batch; the Hungarian matching moves data to the CPU anyway.
+        largest, nonfinite = torch.stack([
+            torch.cat([g.labels for g in present]).max(),
+            (~torch.isfinite(torch.cat([g.bboxes for g in present]))).sum()]).tolist()
+        if nonfinite:
+            bad = [s.metainfo.get('img_path', s.metainfo.get('img_id')) for s in data_samples
+                   if len(s.gt_instances) and not torch.isfinite(s.gt_instances.bboxes).all()]
+            raise ValueError(f'ground-truth boxes with NaN or infinite coordinates reached '
+                             f'the model (images {bad}); a transform of the pipeline made them '
+                             f'or the dataset let them through (LoadAnnotations drops them).')
+        if largest >= self.num_classes:
+            raise ValueError(f'label {largest} >= num_classes {self.num_classes}: set '
+                             f'model.num_classes to the number of classes in your dataset.')
 
 
 def _scaled(losses: dict, prefix: str, weight: float) -> dict:

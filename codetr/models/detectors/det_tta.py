@@ -77,20 +77,35 @@ class DetTTAModel(BaseTTAModel):
         return [self._merge_views(list(views)) for views in data_samples_list]
 
     def _merge_views(self, views: list[DetDataSample]) -> DetDataSample:
-        boxes, scores, labels = [], [], []
+        boxes, scores, labels, masks = [], [], [], []
         for view in views:
             pred = view.pred_instances
             boxes.append(self._unflipped(pred.bboxes, view.metainfo))
             scores.append(pred.scores)
             labels.append(pred.labels)
+            if 'masks' in pred:  # (N, H, W) in original pixels, like the boxes
+                masks.append(self._unflipped_masks(pred.masks, view.metainfo))
+        if masks and len(masks) != len(views):
+            raise ValueError('DetTTAModel: some views predicted masks and others did not')
         merged = views[0]
         if len(views) == 1:  # nothing to merge: the detector's own predictions, unflipped
             merged.pred_instances.bboxes = boxes[0]
+            if masks:
+                merged.pred_instances.masks = masks[0]
         else:
-            merged.pred_instances = self.merge_boxes(torch.cat(boxes), torch.cat(scores),
-                                                     torch.cat(labels))
+            merged.pred_instances = self.merge_boxes(
+                torch.cat(boxes), torch.cat(scores), torch.cat(labels),
+                torch.cat(masks) if masks else None)
         merged.set_metainfo(dict(flip=False, flip_direction=None))
         return merged
+
+    @staticmethod
+    def _unflipped_masks(masks: torch.Tensor, meta: dict) -> torch.Tensor:
+        """(N, H, W) masks of a view in original pixels -> the unflipped original image."""
+        if not meta.get('flip', False):
+            return masks
+        dims = {'horizontal': [-1], 'vertical': [-2], 'diagonal': [-2, -1]}
+        return masks.flip(dims[meta['flip_direction']])
 
     @staticmethod
     def _unflipped(bboxes: torch.Tensor, meta: dict) -> torch.Tensor:
@@ -103,12 +118,18 @@ class DetTTAModel(BaseTTAModel):
                            'in tta_pipeline.')
         return bbox_flip(bboxes, meta['ori_shape'], meta['flip_direction'])
 
-    def merge_boxes(self, bboxes: torch.Tensor, scores: torch.Tensor,
-                    labels: torch.Tensor) -> InstanceData:
-        """(N, 4) xyxy, (N,), (N,) over all views -> at most ``max_per_img`` after (soft-)NMS
-        per class, by descending (for soft-NMS, decayed) score."""
+    def merge_boxes(self, bboxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
+                    masks: torch.Tensor | None = None) -> InstanceData:
+        """(N, 4) xyxy, (N,), (N,) (and (N, H, W) masks) over all views -> at most
+        ``max_per_img`` after (soft-)NMS per class on the boxes, by descending (for soft-NMS,
+        decayed) score; a kept box keeps its own view's mask."""
+        extra = {} if masks is None else dict(masks=masks)
         if bboxes.numel() == 0:
-            return InstanceData(bboxes=bboxes.reshape(0, 4), scores=scores, labels=labels)
+            return InstanceData(bboxes=bboxes.reshape(0, 4), scores=scores, labels=labels,
+                                **extra)
         dets, keep = batched_nms(bboxes, scores, labels, self.nms_cfg)
         dets, keep = dets[:self.max_per_img], keep[:self.max_per_img]
-        return InstanceData(bboxes=dets[:, :4], scores=dets[:, 4], labels=labels[keep])
+        if masks is not None:
+            extra = dict(masks=masks[keep])
+        return InstanceData(bboxes=dets[:, :4], scores=dets[:, 4], labels=labels[keep],
+                            **extra)

@@ -57,6 +57,10 @@ class ConvNormAct(nn.Module):
         return self.activate(x) if self.activate is not None else x
 
 
+# The norm when a config gives none: Co-DINO's GroupNorm(32, 256) after every projection.
+DEFAULT_NORM_CFG = dict(type='GN', num_groups=32)
+
+
 @MODELS.register_module()
 class ChannelMapper(BaseModule):
     """Map each input level to ``out_channels``; optionally add stride-2 extra levels.
@@ -66,7 +70,8 @@ class ChannelMapper(BaseModule):
         kernel_size: kernel of the per-level projection (1 in Co-DINO's configs).
         out_channels: width of every output level.
         conv_cfg, norm_cfg, act_cfg: mmcv layer configs; ``norm_cfg=None`` / ``act_cfg=None``
-            mean no norm / no activation.
+            mean no norm / no activation (DETR's C5 projection); left out, ``norm_cfg`` is
+            ``GroupNorm(32)`` (Co-DINO's).
         num_outs: number of output levels; the ``num_outs - len(in_channels)`` extra ones are
             3x3 stride-2 conv + norm, the first applied to the last *input* (the raw backbone
             map, ``in_channels[-1]`` channels), the next ones to the previous extra output.
@@ -78,11 +83,11 @@ class ChannelMapper(BaseModule):
     """
 
     def __init__(self, in_channels: Sequence[int], kernel_size: int = 1, out_channels: int = 256,
-                 conv_cfg: dict | None = None, norm_cfg: dict | None = None,
+                 conv_cfg: dict | None = None, norm_cfg: dict | None = DEFAULT_NORM_CFG,
                  act_cfg: dict | None = None, num_outs: int | None = None,
                  bias: bool | str = 'auto', init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        norm_cfg = dict(type='GN', num_groups=32) if norm_cfg is None else norm_cfg
+        norm_cfg = dict(norm_cfg) if norm_cfg is not None else None
         self.in_channels = list(in_channels)
         num_outs = len(self.in_channels) if num_outs is None else num_outs
         if num_outs < len(self.in_channels):

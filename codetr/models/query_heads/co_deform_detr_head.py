@@ -283,6 +283,12 @@ class CoDeformDETRHead(BaseModule):
             ``rescale``, else of ``img_shape``), ``scores (K,)``, ``labels (K,)``,
             K <= ``test_cfg['max_per_img']``.
         """
+        return self.predict_with_memory(feats, data_samples, rescale)[0]
+
+    def predict_with_memory(self, feats: list[Tensor], data_samples: list[Any],
+                            rescale: bool = True) -> tuple[list[InstanceData], list[Tensor]]:
+        """:meth:`predict`'s detections and the encoder output as L maps (B, C, h_l, w_l),
+        from one pass (the detector predicts masks for these boxes on that memory)."""
         out = self.forward(feats, data_samples)
         out.update(to_float32({key: out[key] for key in PREDICTION_KEYS}))
         cfg = self.test_cfg
@@ -295,4 +301,4 @@ class CoDeformDETRHead(BaseModule):
                                       score_thr=cfg['score_thr'], nms=cfg['nms'],
                                       rescale=rescale)
             results.append(result[:cfg['max_per_img']])
-        return results
+        return results, out['memory']

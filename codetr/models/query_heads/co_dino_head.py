@@ -203,7 +203,10 @@ class CoDINOHead(BaseModule):
             cls_scores (N, B, Q, num_classes) logits and bbox_preds (N, B, Q, 4) normalised
             ``cxcywh``, one entry per decoder layer.
         """
-        enc = self.encode(feats, data_samples)
+        return self._decode(self.encode(feats, data_samples))
+
+    def _decode(self, enc: EncoderOutput) -> tuple[Tensor, Tensor]:
+        """Query selection and the decoder over an encoder output (see :meth:`forward`)."""
         selected = self.transformer.select_queries(enc, self.cls_branches[-1],
                                                    self.reg_branches[-1])
         hidden, refs = self.transformer.decode(selected.query, selected.reference_points, enc,
@@ -306,6 +309,20 @@ class CoDINOHead(BaseModule):
             ``K <= test_cfg.max_per_img``.
         """
         cls_scores, bbox_preds = to_float32(self.forward(feats, data_samples))
+        return self._postprocess(cls_scores, bbox_preds, data_samples, rescale)
+
+    def predict_with_memory(self, feats: list[Tensor], data_samples: list[DetDataSample],
+                            rescale: bool = True) -> tuple[list[InstanceData], list[Tensor]]:
+        """:meth:`predict`'s detections and the encoder output as L maps (B, C, h_l, w_l),
+        from one pass (the detector predicts masks for these boxes on that memory)."""
+        enc = self.encode(feats, data_samples)
+        cls_scores, bbox_preds = to_float32(self._decode(enc))
+        return (self._postprocess(cls_scores, bbox_preds, data_samples, rescale),
+                enc.split_levels())
+
+    def _postprocess(self, cls_scores: Tensor, bbox_preds: Tensor,
+                     data_samples: list[DetDataSample], rescale: bool) -> list[InstanceData]:
+        """Per-image detections of the last layer of ``(N, B, Q, ...)`` predictions."""
         cfg: dict[str, Any] = self.test_cfg
         return [detr_postprocess(cls_scores[-1, i], bbox_preds[-1, i], sample.metainfo,
                                  max_per_img=cfg.get('max_per_img', DEFAULT_MAX_PER_IMG),

@@ -5,7 +5,7 @@
 # pair this with `DetDataPreprocessor(batch_augments=[dict(type='BatchFixedSizePad',
 # size=image_size)])`, which then has nothing left to pad. `Pad` sets `img_shape` to the
 # padded 1024 x 1024, so normalised box targets are relative to the padded image.
-# The official config adds CopyPaste, which needs instance masks; codetr leaves it out.
+# The official config adds CopyPaste, which needs instance masks: coco_instance_lsj.py has it.
 dataset_type = 'CocoDataset'
 data_root = 'data/coco/'
 backend_args = None

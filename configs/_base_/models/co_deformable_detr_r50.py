@@ -6,7 +6,6 @@
 # co_dino_5scale_r50.py: CoDETR multiplies them by lambda_2 x 6 decoder layers.
 _base_ = ['./deformable_detr_pp_r50.py']
 
-num_classes = 80
 embed_dims = 256
 # Strides of the adapter pyramid: the 4 neck levels (8..64) plus the adapter's extra level.
 pyramid_strides = [8, 16, 32, 64, 128]
@@ -37,7 +36,6 @@ model = dict(
                     finest_scale=112),
                 bbox_head=dict(
                     in_channels=embed_dims, fc_out_channels=1024, roi_feat_size=7,
-                    num_classes=num_classes,
                     bbox_coder=dict(type='DeltaXYWHBBoxCoder',
                                     target_means=[0.0, 0.0, 0.0, 0.0],
                                     target_stds=[0.1, 0.1, 0.2, 0.2]),
@@ -47,7 +45,6 @@ model = dict(
                     loss_bbox=dict(type='GIoULoss', loss_weight=10.0)))),
         atss=dict(
             type='CoATSSHead',
-            num_classes=num_classes,
             in_channels=embed_dims,
             stacked_convs=1,  # Co-DETR's aux heads stack 1 conv, not ATSS's 4
             feat_channels=embed_dims,

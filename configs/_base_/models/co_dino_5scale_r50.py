@@ -7,7 +7,6 @@
 # CoDETR (lambda_2 * number of decoder layers), so the weights below are the official ones / 12.
 _base_ = ['./dino_5scale_r50.py']
 
-num_classes = 80
 embed_dims = 256
 # Strides of the adapter pyramid: the 5 neck levels (4..64) plus the adapter's extra level.
 pyramid_strides = [4, 8, 16, 32, 64, 128]
@@ -38,7 +37,6 @@ model = dict(
                     finest_scale=56),
                 bbox_head=dict(
                     in_channels=embed_dims, fc_out_channels=1024, roi_feat_size=7,
-                    num_classes=num_classes,
                     bbox_coder=dict(type='DeltaXYWHBBoxCoder',
                                     target_means=[0.0, 0.0, 0.0, 0.0],
                                     target_stds=[0.1, 0.1, 0.2, 0.2]),
@@ -48,7 +46,6 @@ model = dict(
                     loss_bbox=dict(type='GIoULoss', loss_weight=10.0)))),
         atss=dict(
             type='CoATSSHead',
-            num_classes=num_classes,
             in_channels=embed_dims,
             stacked_convs=1,  # Co-DETR's aux heads stack 1 conv, not ATSS's 4
             feat_channels=embed_dims,

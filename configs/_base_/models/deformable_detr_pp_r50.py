@@ -1,6 +1,7 @@
 # Deformable-DETR++ R50 (two-stage, iterative box refinement, mixed query selection,
 # look-forward-twice): the one-to-one branch of Co-Deformable-DETR alone (K = 0 aux heads).
 # Numbers from the official co_deformable_detr_r50_1x_coco.py (REFERENCE.md).
+# The dataset's classes: CoDETR gives this count to every head that does not set its own.
 num_classes = 80
 embed_dims = 256
 num_levels = 4  # C3..C5 through 1x1 conv + GN, plus a 3x3 stride-2 conv + GN on C5
@@ -14,6 +15,7 @@ ffn = dict(embed_dims=embed_dims, feedforward_channels=ffn_channels, ffn_drop=0.
 
 model = dict(
     type='CoDETR',
+    num_classes=num_classes,
     lambda_1=1.0,
     lambda_2=2.0,
     data_preprocessor=dict(
@@ -42,7 +44,6 @@ model = dict(
         num_outs=num_levels),
     query_head=dict(
         type='CoDeformDETRHead',
-        num_classes=num_classes,
         num_queries=300,
         transformer=dict(
             type='CoDeformableDetrTransformer',

@@ -1,6 +1,7 @@
 # The one-to-one branch of Co-DINO R50 (5 scales) alone: Co-DETR with K = 0 aux heads.
 # Every number is the official Co-DINO R50 12e setting (REFERENCE.md, "Official
 # implementation details"); a Co-DINO config adds `adapter` and `aux_heads` on top.
+# The dataset's classes: CoDETR gives this count to every head that does not set its own.
 num_classes = 80
 embed_dims = 256
 num_levels = 5  # C2..C5 through 1x1 conv + GN, plus a 3x3 stride-2 conv + GN on C5
@@ -14,6 +15,7 @@ ffn = dict(embed_dims=embed_dims, feedforward_channels=ffn_channels, ffn_drop=0.
 
 model = dict(
     type='CoDETR',
+    num_classes=num_classes,
     lambda_1=1.0,  # paper eq. (6); unused until aux heads exist
     lambda_2=2.0,
     data_preprocessor=dict(
@@ -43,7 +45,6 @@ model = dict(
         num_outs=num_levels),
     query_head=dict(
         type='CoDINOHead',
-        num_classes=num_classes,
         embed_dims=embed_dims,
         num_queries=900,
         transformer=dict(

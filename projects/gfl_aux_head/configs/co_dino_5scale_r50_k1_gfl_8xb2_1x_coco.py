@@ -9,11 +9,9 @@ _base_ = ['../../../configs/co_dino/co_dino_5scale_r50_8xb2_1x_coco.py']
 # sys.path) or put the root on PYTHONPATH
 custom_imports = dict(imports=['projects.gfl_aux_head'], allow_failed_imports=False)
 
-num_classes = 80
 model = dict(
     aux_heads=dict(_delete_=True, gfl=dict(
         type='CoGFLHead',
-        num_classes=num_classes,
         in_channels=256,
         stacked_convs=1,
         feat_channels=256,

@@ -7,11 +7,10 @@ _base_ = ['../../../configs/quickstart/co_dino_r18_k2_quickstart_synthetic.py']
 
 custom_imports = dict(imports=['projects.gfl_aux_head'], allow_failed_imports=False)
 
-num_classes = 8
 embed_dims = 64
 model = dict(
     aux_heads=dict(_delete_=True, gfl=dict(
-        type='CoGFLHead', num_classes=num_classes, in_channels=embed_dims,
+        type='CoGFLHead', in_channels=embed_dims,
         feat_channels=embed_dims, norm_cfg=dict(type='GN', num_groups=16),
         # 32 px anchors at stride 8, as the quick-start ATSS head
         anchor_generator=dict(type='AnchorGenerator', ratios=[1.0], octave_base_scale=4,

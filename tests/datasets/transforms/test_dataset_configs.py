@@ -12,7 +12,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[3] / 'configs' / '_base_' / 'datas
 CONFIGS = sorted(p.name for p in CONFIG_DIR.glob('*.py'))
 EXPECTED = {'coco_detection.py', 'coco_detection_lsj.py', 'lvis_v1_detection.py',
             'objects365v1_detection.py', 'objects365v2_detection.py',
-            'synthetic_detection.py'}
+            'synthetic_detection.py', 'coco_instance_lsj.py', 'lvis_v1_instance_lsj.py'}
 
 
 def load(name: str) -> Config:
@@ -53,7 +53,8 @@ def test_config_loads_and_pipelines_build(name):
         built = Compose(pipeline)
         assert len(built.transforms) == len(pipeline), split
         assert type(built.transforms[-1]).__name__ == 'PackDetInputs'
-    assert cfg.val_evaluator.metric == 'bbox'
+    instance = name.endswith('_instance_lsj.py')  # box and mask AP
+    assert cfg.val_evaluator.metric == (['bbox', 'segm'] if instance else 'bbox')
     assert cfg.val_evaluator.ann_file.startswith(cfg.data_root)
     assert cfg.train_dataloader.sampler == dict(type='DefaultSampler', shuffle=True)
 

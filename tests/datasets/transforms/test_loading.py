@@ -46,5 +46,7 @@ def test_load_annotations_empty_and_errors():
     with pytest.raises(ValueError, match='x1, y1, x2, y2'):
         TRANSFORMS.build(dict(type='LoadAnnotations'))(
             dict(img_path='x', instances=[dict(bbox=[1, 2, 3], bbox_label=0)]))
-    with pytest.raises(ValueError, match='with_mask'):
-        TRANSFORMS.build(dict(type='LoadAnnotations', with_mask=True))
+    with pytest.raises(ValueError, match='no segmentation'):  # box-only data with masks on
+        TRANSFORMS.build(dict(type='LoadAnnotations', with_mask=True))(
+            dict(img_path='x', height=4, width=4, instances=[dict(bbox=[1, 2, 3, 4],
+                                                                 bbox_label=0)]))

@@ -3,6 +3,7 @@
 Widths are tiny (C=32) except in the state-dict test, which builds the official R50 sizes.
 """
 import math
+import sys
 
 import pytest
 import torch
@@ -221,16 +222,40 @@ def test_encoder_checkpoint_arguments_are_checked():
         DeformableDetrTransformerEncoder(2, _layer_cfg(False), num_cp=1, cp_impl='deepspeed')
 
 
-def test_encoder_fairscale_missing_gives_clear_error():
-    try:
-        import fairscale  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="cp_impl='torch'"):
-            DeformableDetrTransformerEncoder(2, _layer_cfg(False), num_cp=1, cp_impl='fairscale')
-    else:
-        encoder = DeformableDetrTransformerEncoder(2, _layer_cfg(False), num_cp=1,
-                                                   cp_impl='fairscale')
-        assert set(encoder.state_dict()) == set(_encoder().state_dict())
+def test_encoder_fairscale_missing_gives_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'fairscale.nn.checkpoint', None)  # import fails
+    with pytest.raises(ImportError, match="cp_impl='torch'"):
+        DeformableDetrTransformerEncoder(2, _layer_cfg(False), num_cp=1, cp_impl='fairscale')
+
+
+def test_encoder_fairscale_checkpointing_equals_torch_checkpointing():
+    """fairscale's ``checkpoint_wrapper`` (the official code's) and ``torch.utils.checkpoint``
+    give the same outputs and gradients, dropout included, and the same parameter names."""
+    from fairscale.nn.checkpoint import checkpoint_wrapper  # noqa: F401  (the tests extra)
+    torch.manual_seed(0)
+    torch_cp = _encoder(num_layers=3, num_cp=2, dropout=0.1).train()
+    fair_cp = MODELS.build(dict(type='DeformableDetrTransformerEncoder', num_layers=3,
+                                num_cp=2, cp_impl='fairscale',
+                                layer_cfg=_layer_cfg(False, 0.1))).train()
+    assert list(fair_cp.state_dict()) == list(torch_cp.state_dict())
+    fair_cp.load_state_dict(torch_cp.state_dict())
+    forwards = []
+    fair_cp.layers[0].ffns[0].register_forward_hook(lambda *_: forwards.append(1))
+    pyr, query = _pyramid(), torch.randn(2, _num_values(), C)
+    pos = torch.randn(2, _num_values(), C)
+    results = []
+    for model in (torch_cp, fair_cp):
+        inp = query.clone().requires_grad_()
+        torch.manual_seed(1)  # same dropout draws; both must replay them when recomputing
+        out = model(inp, pos, **pyr)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), {'input': inp.grad,
+                                       **{n: p.grad for n, p in model.named_parameters()}}))
+    assert len(forwards) == 2  # layer 0 ran again in the backward pass: it was checkpointed
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=1e-6)
+    for name, grad in results[0][1].items():
+        assert grad is not None and grad.abs().sum() > 0, name
+        torch.testing.assert_close(results[1][1][name], grad, rtol=0, atol=1e-6, msg=name)
 
 
 def test_init_weights_keeps_deformable_attention_initialisation():
@@ -477,3 +502,20 @@ def test_ffn_module_path_in_eval_and_with_dropout():
     torch.testing.assert_close(out, x + second(torch.relu(first(x))))
     assert 'CopySlices' not in _graph_node_names(out) and 'ReluBackward0' in _graph_node_names(
         out)
+
+
+def test_ffn_other_activation_keeps_the_module_path_in_training():
+    from codetr.models.layers.transformer import FFN
+    torch.manual_seed(0)
+    ffn = FFN(embed_dims=8, feedforward_channels=16, act_cfg=dict(type='PReLU'))
+    with torch.no_grad():
+        ffn.layers[0][1].weight.fill_(0.25)
+    x = torch.randn(2, 5, 8)
+    out = ffn(x)
+    first, second = ffn.layers[0][0], ffn.layers[1]
+    hidden = first(x)
+    expected = x + second(torch.where(hidden > 0, hidden, 0.25 * hidden))
+    torch.testing.assert_close(out, expected)
+    assert not any('LinearReluLinear' in n for n in _graph_node_names(out))
+    out.sum().backward()
+    assert ffn.layers[0][1].weight.grad is not None  # the PReLU slope trains

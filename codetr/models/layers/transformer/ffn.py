@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from mmcv.cnn import build_activation_layer
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
@@ -47,37 +48,43 @@ class FFN(nn.Module):
     """``x + Linear(ReLU(Linear(x)))`` with dropout, laid out as MMDetection's FFN.
 
     Parameters are named ``layers.0.0`` (C -> F) and ``layers.1`` (F -> C) so official
-    checkpoints load by name. In training without dropout or autocast, the block runs as one
-    autograd function (:class:`_LinearReluLinear`: same result, in-place ReLU backward);
-    otherwise (inference, export, dropout, autocast) through the modules.
+    checkpoints load by name. In training with a ReLU, without dropout or autocast, the
+    block runs as one autograd function (:class:`_LinearReluLinear`: same result, in-place
+    ReLU backward); otherwise (inference, export, dropout, autocast) through the modules.
 
     Args:
         embed_dims: channels C.
         feedforward_channels: hidden width F.
         ffn_drop: dropout after the activation and after the second linear.
         add_identity: add the residual (False returns the bare MLP output).
+        act_cfg: the activation (an mmcv activation config); default in-place ReLU. DAB-DETR
+            uses ``dict(type='PReLU')``, whose one learned slope is ``layers.0.1.weight``.
     """
 
     def __init__(self, embed_dims: int = 256, feedforward_channels: int = 1024,
-                 ffn_drop: float = 0.0, add_identity: bool = True) -> None:
+                 ffn_drop: float = 0.0, add_identity: bool = True,
+                 act_cfg: dict | None = None) -> None:
         super().__init__()
         self.embed_dims = embed_dims
         self.add_identity = add_identity
-        # The module path applies its ReLU in place on the first Linear's output, which
-        # forward() makes a fresh 2-D tensor by flattening the tokens first (on a (B, N, C)
-        # input Linear returns a view of its 2-D product, and an in-place ReLU on that view
-        # makes autograd copy the whole gradient back).
+        act = (nn.ReLU(inplace=True) if act_cfg is None
+               else build_activation_layer(dict(act_cfg)))
+        # The module path applies its activation on the first Linear's output, which forward()
+        # makes a fresh 2-D tensor by flattening the tokens first (on a (B, N, C) input Linear
+        # returns a view of its 2-D product, and an in-place ReLU on that view makes autograd
+        # copy the whole gradient back: a CopySlices node per FFN).
+        self.plain_relu = type(act) is nn.ReLU  # the fused training path computes a ReLU
         self.layers = nn.Sequential(
-            nn.Sequential(nn.Linear(embed_dims, feedforward_channels), nn.ReLU(inplace=True),
+            nn.Sequential(nn.Linear(embed_dims, feedforward_channels), act,
                           nn.Dropout(ffn_drop)),
             nn.Linear(feedforward_channels, embed_dims),
             nn.Dropout(ffn_drop))
         self.ffn_drop = ffn_drop
 
     def _fused_backward(self, x: Tensor) -> bool:
-        """Training with gradients, no dropout, no autocast, not traced (inference and
-        export keep the plain modules)."""
-        return (self.training and self.ffn_drop == 0 and torch.is_grad_enabled()
+        """Training with gradients, a ReLU, no dropout, no autocast, not traced (inference
+        and export keep the plain modules)."""
+        return (self.training and self.plain_relu and self.ffn_drop == 0 and torch.is_grad_enabled()
                 and not torch.is_autocast_enabled(x.device.type)
                 and not torch.jit.is_tracing() and not torch.jit.is_scripting())
 

@@ -26,7 +26,8 @@ class MatchInputs:
         pred_masks: ``(B, Q, H * W)`` mask logits, or ``None``.
         gt_labels: ``(G,)`` long class indices.
         gt_bboxes: ``(G, 4)`` xyxy boxes in pixels of the network input, or ``None``.
-        gt_masks: ``(G, H * W)`` binary masks, or ``None``.
+        gt_masks: ``(G, H * W)`` binary masks, or ``None`` (also when the GT masks are not
+            tensors but the pipeline's ``BitmapMasks`` / ``PolygonMasks``).
         img_factors: ``(B, 4)`` ``(w, h, w, h)`` of each image's ``img_shape``, or ``None``.
         gt_factors: ``(G, 4)`` the factor of each GT box's image, or ``None``.
         num_gts: GT count of each image.
@@ -95,6 +96,10 @@ def _cat(instances: Sequence[InstanceData], key: str, flatten: bool = False) -> 
     if not all(key in inst for inst in instances):
         return None
     tensors = [getattr(inst, key) for inst in instances]
+    if not all(isinstance(t, Tensor) for t in tensors):
+        # GT masks of an instance-segmentation pipeline (BitmapMasks / PolygonMasks) serve the
+        # mask head; flattening them for every matching would cost time and memory for nothing.
+        return None
     if flatten:
         tensors = [t.flatten(1) for t in tensors]
     return torch.cat(tensors)
