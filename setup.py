@@ -86,7 +86,8 @@ setup(
     ]},
     cmdclass={'build_py': BuildPyWithConfigs},
     include_package_data=True,
-    # The CPU deformable-attention kernels are compiled from source on first use.
-    package_data={'codetr': ['models/layers/ms_deform_attn/csrc/*.cpp']},
+    # The CPU kernels (deformable attention, RoIAlign) are compiled from source on first use.
+    package_data={'codetr': ['models/layers/ms_deform_attn/csrc/*.cpp',
+                            'models/layers/roi_align/csrc/*.cpp']},
     zip_safe=False,
 )

@@ -33,31 +33,6 @@ from codetr.structures import DetDataSample  # noqa: E402
 from codetr.utils import register_all_modules  # noqa: E402
 from codetr.utils.progress import track  # noqa: E402
 
-# The MMDetection Co-DETR port measured on a shared 2-core CPU with the reference setting
-# (configs/co_dino/co_dino_5scale_r50_8xb2_1x_coco.py, batch 2 at 320x320, 3 boxes each);
-# figures given with this project's performance targets.
-REFERENCE = dict(train_step_s=33.0, predict_batch_s=6.8, peak_rss_mb=6.5 * 1024)
-REFERENCE_SETTING = dict(batch_size=2, img_size=320, num_gt=3)
-REFERENCE_CONFIG = 'co_dino_5scale_r50_8xb2_1x_coco'
-
-
-def vs_reference(args, seconds: float, peak_mb: float, ref_key: str, target_speedup: float
-                 ) -> dict:
-    """Ratios against the reference figures: ``speedup`` = reference time / ours (target
-    ``target_speedup`` or more), ``memory_fraction`` = our peak / reference (target <= 0.5).
-    They compare like with like only when ``same_setting`` and ``same_config`` hold."""
-    return {
-        'reference': {ref_key: REFERENCE[ref_key], 'peak_rss_mb': REFERENCE['peak_rss_mb'],
-                      'config': REFERENCE_CONFIG, 'precision': 'float32',
-                      **REFERENCE_SETTING},
-        'same_setting': all(getattr(args, k) == v for k, v in REFERENCE_SETTING.items()),
-        'same_config': Path(args.config).stem == REFERENCE_CONFIG,
-        'speedup': round(REFERENCE[ref_key] / seconds, 3),
-        'target_speedup': target_speedup,
-        'memory_fraction': round(peak_mb / REFERENCE['peak_rss_mb'], 3),
-        'target_memory_fraction': 0.5,
-    }
-
 
 def load_config(path: str, cfg_options: dict | None = None) -> Config:
     """The config at ``path`` with ``cfg_options`` merged in; registers codetr's modules."""
@@ -167,6 +142,12 @@ class PeakMemory:
         return {'kind': kind, 'peak_mb': round(peak, 1),
                 'baseline_mb': round(self.baseline_mb, 1),
                 'delta_mb': round(peak - self.baseline_mb, 1)}
+
+
+def minor_faults() -> int:
+    """Page faults of this process so far that needed no disk read (first touches of fresh
+    memory, mostly): a count that, unlike time, does not depend on the machine's load."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def sync(device: torch.device) -> None:

@@ -3,6 +3,7 @@
     python benchmarks/inference.py CONFIG [--checkpoint PTH] [--batch-size 2] [--img-size 320]
         [--iters 5] [--warmup 1] [--threads N] [--device cpu|cuda] [--cfg-options k=v ...]
         [--compare CONFIG2 ...] [--variant NAME k=v ...]
+        [--peer PORT_PATH [--peer-python PYTHON] [--rounds 3]] [--no-floor]
     python benchmarks/inference.py CONFIG --backend torch onnxruntime export
         [--batch-sizes 1 8] [--img-size 320 | 800x1333] [--ort-opt-level all]
         [--ort-arena] [--ort-profile] [...]
@@ -14,7 +15,9 @@ The batch (random pixels, no boxes needed) goes through the model's data preproc
 each timed iteration is one ``model(..., mode='predict')`` call under ``torch.no_grad`` in
 eval mode: backbone, neck, encoder, decoder and post-processing (NMS if the config has it).
 Without ``--checkpoint`` the weights are random, which times the same work, except that
-NMS cost depends on how many boxes overlap. See benchmarks/README.md.
+NMS cost depends on how many boxes overlap. ``matrix_floor`` is the call's matrix-product
+floor (matrix_floor.py). With ``--peer PATH`` the MMDetection port is measured alternately
+with codetr on the same batch (side_by_side.py). See benchmarks/README.md.
 """
 from __future__ import annotations
 
@@ -24,12 +27,21 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from mmengine.config import DictAction
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from codetr.cpu_runtime import configure_cpu_runtime  # noqa: E402
+
+# As the tools do, before torch loads (OpenMP and torch's allocator read it then); turned
+# off by CODETR_LEAN_MALLOC=0 / CODETR_OMP_SPIN=0 (see codetr/cpu_runtime.py). Imported by
+# a process that has torch already (the tests), it changes nothing.
+CPU_RUNTIME = configure_cpu_runtime()
+
+import torch  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from backends import BACKENDS, ORT_LEVELS, compare, measure_backends, parse_img_size  # noqa: E402
+from backends import BACKENDS, ORT_LEVELS, measure_backends, parse_img_size  # noqa: E402
+from backends import compare as compare_backends  # noqa: E402
 from common import (  # noqa: E402
     ComponentTimer,
     PeakMemory,
@@ -37,15 +49,17 @@ from common import (  # noqa: E402
     build_model,
     load_config,
     median,
+    minor_faults,
     num_classes_of,
     ratios_to_first,
     run_variants,
     sync,
     synthetic_batch,
     track,
-    vs_reference,
 )
-from train_step import shared_argv, variant_argvs  # noqa: E402
+from matrix_floor import measure_floor  # noqa: E402
+from side_by_side import add_peer_args, compare, cpu_model, load_batch  # noqa: E402
+from train_step import peer_batch, peer_codetr_argv, shared_argv, variant_argvs  # noqa: E402
 
 from codetr.engine.checkpoint import load_checkpoint  # noqa: E402
 
@@ -90,6 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         'per batch size, from one more process')
     # internal: 'backend=file' pairs timed in turn by one child process of --backend
     parser.add_argument('--backend-run', nargs='+', help=argparse.SUPPRESS)
+    add_peer_args(parser)
     return parser.parse_args(argv)
 
 
@@ -109,7 +124,8 @@ def measure(args: argparse.Namespace) -> dict:
     if args.checkpoint:
         load_weights(model, args.checkpoint)
     model.eval()
-    raw = synthetic_batch(args.batch_size, args.img_size, args.num_gt, num_classes_of(model))
+    raw = (load_batch(args.batch_file) if args.batch_file else
+           synthetic_batch(args.batch_size, args.img_size, args.num_gt, num_classes_of(model)))
     timer = ComponentTimer(device)
     included = attach_component_timers(model, timer)
     memory = PeakMemory(device)
@@ -117,9 +133,11 @@ def measure(args: argparse.Namespace) -> dict:
         data = model.data_preprocessor(raw, training=False)
         memory.start()
         times, parts = [], []
+        faults = 0
         for it in track(range(args.warmup + args.iters), 'inference', unit='batches'):
             timer.reset()
             timer.active = it >= args.warmup
+            faults = minor_faults() if it == args.warmup else faults
             sync(device)
             t0 = time.perf_counter()
             model(**data, mode='predict')
@@ -132,7 +150,17 @@ def measure(args: argparse.Namespace) -> dict:
     included = {k: v for k, v in included.items()
                 if not k.startswith(('aux_head.', 'positive_queries', 'query_head_rest'))}
     included['rest'] = 'predict minus the above: query selection, post-processing (top-k, NMS)'
-    return summarise(args, times, parts, included, memory.report())
+    result = summarise(args, times, parts, included, memory.report())
+    result['cpu_runtime'] = CPU_RUNTIME
+    result['page_faults_per_batch'] = (minor_faults() - faults) // max(args.iters, 1)
+    if args.floor and device.type == 'cpu':
+
+        def step() -> None:
+            with torch.no_grad():
+                model(**data, mode='predict')
+
+        result['matrix_floor'] = measure_floor(step, result['batch_s'])
+    return result
 
 
 def summarise(args: argparse.Namespace, times: list[float], parts: list[dict], included: dict,
@@ -140,15 +168,13 @@ def summarise(args: argparse.Namespace, times: list[float], parts: list[dict], i
     batch_s = median(times)
     return {
         'benchmark': 'inference', 'config': args.config, 'checkpoint': args.checkpoint,
-        'device': args.device, 'threads': torch.get_num_threads(),
+        'device': args.device, 'cpu_model': cpu_model(), 'threads': torch.get_num_threads(),
         'batch_size': args.batch_size, 'img_size': args.img_size, 'iters': args.iters,
         'warmup': args.warmup, 'batch_s': round(batch_s, 4),
         'images_per_s': round(args.batch_size / batch_s, 3),
         'split_s': {n: round(median([p.get(n, 0.0) for p in parts]), 4) for n in included},
         'components_included': included,
         'peak_mem_mb': memory['peak_mb'], 'memory': memory,
-        'vs_reference': vs_reference(args, batch_s, memory['peak_mb'], 'predict_batch_s',
-                                     target_speedup=2.0),
     }
 
 
@@ -166,7 +192,11 @@ def main(argv: list[str] | None = None) -> dict:
     if args.backend_run:
         result = measure_backends(args)
     elif args.backend:
-        result = compare(args, Path(__file__))
+        result = compare_backends(args, Path(__file__))
+    elif args.peer:
+        argv = peer_codetr_argv(args) + (['--checkpoint', args.checkpoint]
+                                         if args.checkpoint else [])
+        result = compare(args, Path(__file__), argv, peer_batch(args), 'predict', 'batch_s')
     elif args.compare or args.variant:
         argv_common = shared_argv(args) + (['--checkpoint', args.checkpoint]
                                            if args.checkpoint else [])

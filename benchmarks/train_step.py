@@ -4,6 +4,7 @@ one JSON object.
     python benchmarks/train_step.py CONFIG [--batch-size 2] [--img-size 320] [--num-gt 3]
         [--iters 5] [--warmup 2] [--threads N] [--device cpu|cuda] [--cfg-options k=v ...]
         [--amp] [--glibc-tunables [VALUE]] [--compare CONFIG2 ...] [--variant NAME k=v ...]
+        [--peer PORT_PATH [--peer-python PYTHON] [--rounds 3]] [--no-floor]
 
 ``--amp`` trains as ``tools/train.py --amp`` does (bfloat16 autocast on a CPU, float16 with
 loss scaling on CUDA). ``--glibc-tunables`` measures in a child process whose glibc malloc
@@ -18,9 +19,14 @@ config's ``optim_wrapper`` (AdamW, gradient clipping). The forward pass is split
 component (see the ``components_included`` key of the output); ``backward_step_s`` is the
 backward pass plus the optimizer step.
 
+``matrix_floor`` is the step's matrix-product floor measured in the same process (the
+step's matrix products timed alone, matrix_floor.py) and ``step_over_floor`` = step / floor.
+
 With ``--compare`` or ``--variant``, every config / variant runs in its own process (the
 CPU peak-RSS figure only ever grows within one process) and the output holds each run and
-its ratios to the first one.
+its ratios to the first one. With ``--peer PATH`` the MMDetection port at PATH is measured
+with the same batch, optimizer, threads and steps, alternating with codetr in fresh
+processes (side_by_side.py).
 
 ``--strategy fsdp --nproc N`` shards the model over N processes (``CodetrFSDPStrategy``,
 encoder layers and backbone blocks as FSDP units; gloo on a CPU) and reports every rank's
@@ -37,9 +43,17 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-import torch
-from mmengine.config import DictAction
-from mmengine.optim import build_optim_wrapper
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from codetr.cpu_runtime import configure_cpu_runtime  # noqa: E402
+
+# As the tools do, before torch loads (OpenMP and torch's allocator read it then); turned
+# off by CODETR_LEAN_MALLOC=0 / CODETR_OMP_SPIN=0 (see codetr/cpu_runtime.py). Imported by
+# a process that has torch already (the tests), it changes nothing.
+CPU_RUNTIME = configure_cpu_runtime()
+
+import torch  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
+from mmengine.optim import build_optim_wrapper  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -51,6 +65,7 @@ from common import (  # noqa: E402
     build_model,
     load_config,
     median,
+    minor_faults,
     num_classes_of,
     ratios_to_first,
     run_json,
@@ -58,8 +73,9 @@ from common import (  # noqa: E402
     sync,
     synthetic_batch,
     track,
-    vs_reference,
 )
+from matrix_floor import measure_floor  # noqa: E402
+from side_by_side import add_peer_args, compare, cpu_model, load_batch  # noqa: E402
 
 RANK_ARGV_ENV = 'CODETR_BENCH_RANK_ARGV'  # sharded.ARGV_ENV: set for --strategy fsdp ranks
 COMPARED_KEYS = ('step_s', 'forward_s', 'backward_step_s', 'peak_mem_mb')
@@ -93,6 +109,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         metavar=('NAME', 'KEY=VALUE'),
                         help='a variant of CONFIG: a name and cfg options, e.g. '
                              '--variant k0 model.aux_heads={} (repeatable)')
+    add_peer_args(parser)
     return parser.parse_args(argv)
 
 
@@ -104,6 +121,7 @@ def shared_argv(args: argparse.Namespace) -> list[str]:
     argv += ['--amp'] if getattr(args, 'amp', False) else []
     if getattr(args, 'glibc_tunables', None):
         argv += ['--glibc-tunables', args.glibc_tunables]
+    argv += [] if getattr(args, 'floor', True) else ['--no-floor']
     return argv + (['--threads', str(args.threads)] if args.threads else [])
 
 
@@ -161,7 +179,8 @@ def measure(args: argparse.Namespace) -> dict:
     model = build_model(cfg, device)
     model.train()
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-    raw = synthetic_batch(args.batch_size, args.img_size, args.num_gt, num_classes_of(model))
+    raw = (load_batch(args.batch_file) if args.batch_file else
+           synthetic_batch(args.batch_size, args.img_size, args.num_gt, num_classes_of(model)))
     data = model.data_preprocessor(raw, training=True)
     timer = ComponentTimer(device)
     included = attach_component_timers(model, timer)
@@ -169,11 +188,13 @@ def measure(args: argparse.Namespace) -> dict:
     memory.start()
     saved = SavedTensorMeter()
     forward_s, backward_s, parts = [], [], []
+    faults = 0
     # Activations are counted in the first warm-up step, or in an extra untimed step first.
     steps = [-1] * (args.warmup == 0) + list(range(args.warmup + args.iters))
     for it in track(steps, 'train_step', unit='steps'):
         timer.reset()
         timer.active = it >= args.warmup
+        faults = minor_faults() if it == args.warmup else faults
         sync(device)
         t0 = time.perf_counter()
         counting = saved.recording(model) if it == (0 if args.warmup else -1) else nullcontext()
@@ -191,8 +212,19 @@ def measure(args: argparse.Namespace) -> dict:
             backward_s.append(t2 - t1)
             parts.append(dict(timer.times, query_head_rest=(t1 - t0) - sum(timer.times.values())))
     result = summarise(args, cfg, forward_s, backward_s, parts, included, memory.report())
-    result.update(activations_saved_mb=saved.saved_mb, precision=precision_of(cfg),
-                  glibc_tunables=os.environ.get('GLIBC_TUNABLES') or None)
+    result.update(activations_saved_mb=saved.saved_mb,
+                  page_faults_per_step=(minor_faults() - faults) // max(args.iters, 1),
+                  precision=precision_of(cfg),
+                  glibc_tunables=os.environ.get('GLIBC_TUNABLES') or None,
+                  cpu_runtime=CPU_RUNTIME)
+    if args.floor and device.type == 'cpu':  # after the memory figures: it allocates too
+
+        def step() -> None:
+            with optim_wrapper.optim_context(model):
+                loss, _ = model.parse_losses(model(**data, mode='loss'))
+            optim_wrapper.update_params(loss)
+
+        result['matrix_floor'] = measure_floor(step, result['step_s'])
     return result
 
 
@@ -202,7 +234,8 @@ def summarise(args: argparse.Namespace, cfg, forward_s: list[float], backward_s:
     names = list(included)
     result = {
         'benchmark': 'train_step', 'config': args.config, 'device': args.device,
-        'threads': torch.get_num_threads(), 'batch_size': args.batch_size,
+        'cpu_model': cpu_model(), 'threads': torch.get_num_threads(),
+        'batch_size': args.batch_size,
         'img_size': args.img_size, 'num_gt': args.num_gt, 'iters': args.iters,
         'warmup': args.warmup, 'num_aux_heads': len(cfg.model.get('aux_heads') or {}),
         'step_s': round(step_s, 4),
@@ -213,9 +246,22 @@ def summarise(args: argparse.Namespace, cfg, forward_s: list[float], backward_s:
         'components_included': included,
         'peak_mem_mb': memory['peak_mb'], 'memory': memory,
     }
-    result['vs_reference'] = vs_reference(args, step_s, memory['peak_mb'], 'train_step_s',
-                                          target_speedup=3.0)
     return result
+
+
+def peer_codetr_argv(args: argparse.Namespace) -> list[str]:
+    """One codetr run of a side-by-side comparison: the config and settings, no --peer."""
+    opts = [f'{k}={v}' for k, v in args.cfg_options.items()]
+    argv = [args.config, *shared_argv(args)]
+    argv = [a for a in argv if a not in ('--no-floor',)]
+    return argv + (['--cfg-options', *opts] if opts else [])
+
+
+def peer_batch(args: argparse.Namespace) -> dict:
+    """The synthetic batch of a side-by-side run (labels below the config's class count)."""
+    cfg = load_config(args.config, args.cfg_options)
+    num_classes = int(cfg.model.query_head.get('num_classes', 1))
+    return synthetic_batch(args.batch_size, args.img_size, args.num_gt, num_classes)
 
 
 def sharded_run(args: argparse.Namespace, argv: list[str] | None) -> dict:
@@ -242,6 +288,9 @@ def main(argv: list[str] | None = None) -> dict:
     tuned = rerun_with_tunables(Path(__file__), args, argv)
     if tuned is not None:
         result = tuned
+    elif args.peer:
+        result = compare(args, Path(__file__), peer_codetr_argv(args), peer_batch(args),
+                         'train', 'step_s')
     elif args.strategy == 'fsdp':
         result = sharded_run(args, argv)
         if args.rank_out:  # a rank: its JSON goes to the parent through a file

@@ -42,7 +42,8 @@ def test_coco_schedule_optimizer_and_ema(coco):
     assert (warmup.type, warmup.start_factor, warmup.end, warmup.by_epoch) == \
         ('LinearLR', 0.01, 500, False)
     assert step.milestones == [7] and step.gamma == 0.1
-    assert coco.optim_wrapper.optimizer == dict(type='AdamW', lr=5e-5, weight_decay=0.01)
+    assert coco.optim_wrapper.optimizer == dict(type='AdamW', lr=5e-5, weight_decay=0.01,
+                                                fused=True)
     assert coco.optim_wrapper.constructor == 'LayerDecayOptimWrapperConstructor'
     assert coco.optim_wrapper.paramwise_cfg == dict(num_layers=24, decay_rate=0.8)
     assert coco.optim_wrapper.clip_grad.max_norm == 0.1

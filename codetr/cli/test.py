@@ -14,10 +14,17 @@ import argparse
 import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
-from mmengine.runner import Runner
+from codetr.cpu_runtime import configure_cpu_runtime
 
-from codetr.cli.utils import CONFIG_HELP, command_name, fail, load_config
+# Before torch loads: glibc's lean allocator and a bounded OpenMP spin (codetr/cpu_runtime.py;
+# CODETR_LEAN_MALLOC=0 / CODETR_OMP_SPIN=0 turn them off). Nothing changes in a process that
+# imported torch already.
+configure_cpu_runtime()
+
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+from codetr.cli.utils import CONFIG_HELP, command_name, fail, load_config  # noqa: E402
 
 WORK_DIRS = './work_dirs'
 OUT_SUFFIXES = ('.pkl', '.pickle', '.json')

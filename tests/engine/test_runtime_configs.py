@@ -14,7 +14,8 @@ def test_schedule_1x_matches_reference():
     cfg = Config.fromfile(BASE / 'schedules' / 'schedule_1x.py')
     assert cfg.train_cfg == dict(type='EpochBasedTrainLoop', max_epochs=12, val_interval=1)
     assert cfg.param_scheduler[0].milestones == [11] and cfg.param_scheduler[0].gamma == 0.1
-    assert cfg.optim_wrapper.optimizer == dict(type='AdamW', lr=2e-4, weight_decay=1e-4)
+    assert cfg.optim_wrapper.optimizer == dict(type='AdamW', lr=2e-4, weight_decay=1e-4,
+                                               fused=True)
     assert cfg.optim_wrapper.clip_grad == dict(max_norm=0.1, norm_type=2)
     assert cfg.optim_wrapper.paramwise_cfg.custom_keys.backbone.lr_mult == 0.1
     assert cfg.auto_scale_lr.base_batch_size == 16

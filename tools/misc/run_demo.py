@@ -27,14 +27,18 @@ import sys
 import time
 from collections import defaultdict
 
-import cv2
-import numpy as np
-import torch
-from mmengine.config import Config, DictAction
-from mmengine.runner import Runner
-
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO_ROOT)  # for tools.analysis_tools when run as a script
+
+from codetr.cpu_runtime import configure_cpu_runtime  # noqa: E402
+
+configure_cpu_runtime()  # before torch loads (codetr/cpu_runtime.py)
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
 
 from codetr.visualization.training_curves import branch_of  # noqa: E402
 from tools.analysis_tools.analyze_logs import load_log, plt  # noqa: E402

@@ -210,3 +210,26 @@ def test_mask_size_must_match_the_head():
     with pytest.raises(ValueError, match='mask_size=56'):
         MODELS.build(cfg)
     assert math.isclose(2 * 14, MODELS.build(mask_head_cfg()).roi_head.mask_head.mask_size)
+
+
+def test_mask_roi_features_are_the_same_on_both_roi_align_backends(head, monkeypatch):
+    """The mask RoI extractor runs the multi-level CPU kernels (one call for all levels);
+    its 14 x 14 features and their gradients equal torchvision's per-level roi_align."""
+    from codetr.models.layers.roi_align import resolve_backend
+    extractor = head.roi_head.mask_roi_extractor
+    feats = [f.double().requires_grad_() for f in pyramid()][:len(extractor.featmap_strides)]
+    assert resolve_backend(feats) == 'cpp'
+    gen = torch.Generator().manual_seed(3)
+    xy = torch.rand(12, 2, generator=gen) * 50
+    rois = torch.cat([torch.randint(0, 2, (12, 1), generator=gen).double(), xy,
+                      xy + 4 + torch.rand(12, 2, generator=gen) * 60], 1)
+    out = extractor(feats, rois)
+    grad = torch.randn_like(out)
+    ours = torch.autograd.grad(out, feats, grad)
+    monkeypatch.setenv('CODETR_ROI_ALIGN_BACKEND', 'torchvision')
+    ref = extractor(feats, rois)
+    theirs = torch.autograd.grad(ref, feats, grad)
+    assert out.shape == (12, C, 14, 14)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

@@ -453,15 +453,7 @@ def test_the_ports_tiny_co_dino_weights_load_strictly(shared_dir):
         torch.testing.assert_close(module.state_dict()[name], value)
 
 
-def test_ffn_in_place_relu_leaves_no_copy_slices_and_matches_the_formula():
-    from codetr.models.layers.transformer import FFN
-    torch.manual_seed(0)
-    ffn = FFN(embed_dims=8, feedforward_channels=16)
-    x = torch.randn(2, 5, 8, requires_grad=True)
-    out = ffn(x)
-    first, second = ffn.layers[0][0], ffn.layers[1]
-    expected = x + second(torch.relu(first(x)))
-    torch.testing.assert_close(out, expected)
+def _graph_node_names(out: torch.Tensor) -> set[str]:
     names, stack, seen = set(), [out.grad_fn], set()
     while stack:  # walk the autograd graph
         node = stack.pop()
@@ -470,8 +462,60 @@ def test_ffn_in_place_relu_leaves_no_copy_slices_and_matches_the_formula():
         seen.add(node)
         names.add(type(node).__name__)
         stack.extend(n for n, _ in node.next_functions)
-    assert 'CopySlices' not in names and 'ReluBackward0' in names
-    grads = torch.autograd.grad(out.sum(), (x, first.weight))
-    ref = torch.autograd.grad(expected.sum(), (x, first.weight))
-    for a, b in zip(grads, ref):
+    return names
+
+
+def test_ffn_training_path_is_one_function_with_the_formula_and_its_gradients():
+    from codetr.models.layers.transformer import FFN
+    torch.manual_seed(0)
+    ffn = FFN(embed_dims=8, feedforward_channels=16)
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    out = ffn(x)
+    first, second = ffn.layers[0][0], ffn.layers[1]
+    expected = x + second(torch.relu(first(x)))
+    torch.testing.assert_close(out, expected)
+    names = _graph_node_names(out)
+    assert 'CopySlices' not in names and 'ReluBackward0' not in names
+    assert any('LinearReluLinear' in n for n in names)
+    params = (x, first.weight, first.bias, second.weight, second.bias)
+    grad = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, params, grad),
+                    torch.autograd.grad(expected, params, grad)):
         torch.testing.assert_close(a, b)
+    first.requires_grad_(False)  # frozen first layer: its gradients are not computed
+    gx, gw = torch.autograd.grad(ffn(x).sum(), (x, second.weight))
+    expected = x + second(torch.relu(first(x)))
+    ref_x, ref_w = torch.autograd.grad(expected.sum(), (x, second.weight))
+    torch.testing.assert_close(gx, ref_x)
+    torch.testing.assert_close(gw, ref_w)
+
+
+def test_ffn_module_path_in_eval_and_with_dropout():
+    from codetr.models.layers.transformer import FFN
+    torch.manual_seed(0)
+    ffn = FFN(embed_dims=8, feedforward_channels=16, ffn_drop=0.5)
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    assert 'ReluBackward0' in _graph_node_names(ffn(x))  # dropout active: the modules
+    ffn.eval()
+    first, second = ffn.layers[0][0], ffn.layers[1]
+    out = ffn(x)
+    torch.testing.assert_close(out, x + second(torch.relu(first(x))))
+    assert 'CopySlices' not in _graph_node_names(out) and 'ReluBackward0' in _graph_node_names(
+        out)
+
+
+def test_ffn_other_activation_keeps_the_module_path_in_training():
+    from codetr.models.layers.transformer import FFN
+    torch.manual_seed(0)
+    ffn = FFN(embed_dims=8, feedforward_channels=16, act_cfg=dict(type='PReLU'))
+    with torch.no_grad():
+        ffn.layers[0][1].weight.fill_(0.25)
+    x = torch.randn(2, 5, 8)
+    out = ffn(x)
+    first, second = ffn.layers[0][0], ffn.layers[1]
+    hidden = first(x)
+    expected = x + second(torch.where(hidden > 0, hidden, 0.25 * hidden))
+    torch.testing.assert_close(out, expected)
+    assert not any('LinearReluLinear' in n for n in _graph_node_names(out))
+    out.sum().backward()
+    assert ffn.layers[0][1].weight.grad is not None  # the PReLU slope trains

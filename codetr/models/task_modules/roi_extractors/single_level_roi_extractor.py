@@ -6,14 +6,15 @@ from collections.abc import Sequence
 import torch
 from mmengine.model import BaseModule
 from torch import Tensor, nn
-from torchvision.ops import roi_align
 
+from codetr.models.layers.roi_align import multi_level_roi_align
 from codetr.registry import MODELS
 from codetr.structures import bbox_rescale
 
 
 class RoIAlign(nn.Module):
-    """``torchvision.ops.roi_align`` with mmcv's ``RoIAlign`` arguments and defaults.
+    """torchvision's RoIAlign with mmcv's ``RoIAlign`` arguments and defaults (computed by
+    :func:`multi_level_roi_align`: fused kernels on a CPU, torchvision elsewhere).
 
     Args:
         output_size: ``s`` or ``(h, w)`` bins.
@@ -22,7 +23,7 @@ class RoIAlign(nn.Module):
         pool_mode: only ``'avg'`` (mmcv's default) is supported.
         aligned: shift boxes by -0.5 px so that pixel centres sit at half-integers (mmcv's
             default, and the Co-DETR configs keep it).
-        use_torchvision: accepted for mmcv configs; torchvision's kernel is always used.
+        use_torchvision: accepted for mmcv configs; ignored.
     """
 
     def __init__(self, output_size: int | tuple[int, int], spatial_scale: float = 1.,
@@ -40,8 +41,9 @@ class RoIAlign(nn.Module):
     def forward(self, feats: Tensor, rois: Tensor) -> Tensor:
         """``(B, C, H, W)`` features, ``(K, 5)`` ``[batch_idx, x1, y1, x2, y2]`` image pixels
         -> ``(K, C, h, w)``."""
-        return roi_align(feats, rois.to(feats.dtype), self.output_size, self.spatial_scale,
-                         self.sampling_ratio, self.aligned)
+        return multi_level_roi_align([feats], rois, rois.new_zeros(len(rois), dtype=torch.long),
+                                     self.output_size, [self.spatial_scale],
+                                     self.sampling_ratio, self.aligned)
 
     def extra_repr(self) -> str:
         return (f'output_size={self.output_size}, spatial_scale={self.spatial_scale}, '
@@ -112,17 +114,12 @@ class SingleRoIExtractor(BaseModule):
             raise ValueError(f'SingleRoIExtractor has {self.num_inputs} featmap_strides but got '
                              f'{len(feats)} feature levels')
         feats = feats[:self.num_inputs]
-        out_size = self.roi_layers[0].output_size
-        roi_feats = feats[0].new_zeros(len(rois), self.out_channels, *out_size)
         levels = self.map_roi_levels(rois, len(feats))
         if roi_scale_factor is not None:
             rois = torch.cat([rois[:, :1], bbox_rescale(rois[:, 1:], roi_scale_factor)], dim=1)
-        for i, (level_feats, layer) in enumerate(zip(feats, self.roi_layers)):
-            inds = torch.nonzero(levels == i).flatten()
-            if inds.numel() > 0:
-                roi_feats[inds] = layer(level_feats, rois[inds])
-            else:
-                # keeps every level in the autograd graph so that distributed training does
-                # not find parameters without gradients
-                roi_feats = roi_feats + level_feats.sum() * 0.
-        return roi_feats
+        # One call for all levels; every level gets a gradient, zero where it pooled no RoI
+        # (distributed training must not find parameters without gradients).
+        layer = self.roi_layers[0]
+        return multi_level_roi_align(feats, rois, levels, layer.output_size,
+                                     [m.spatial_scale for m in self.roi_layers],
+                                     layer.sampling_ratio, layer.aligned)
