@@ -5,7 +5,7 @@
         [--compare CONFIG2 ...] [--variant NAME k=v ...]
         [--peer PORT_PATH [--peer-python PYTHON] [--rounds 3]] [--no-floor]
     python benchmarks/inference.py CONFIG --backend torch onnxruntime export
-        [--batch-sizes 1 8] [--img-size 320 | 800x1333] [--ort-opt-level all]
+        [--batch-sizes 1 8] [--img-size 320 | 800x1333] [--ort-opt-level extended]
         [--ort-arena] [--ort-profile] [...]
 
 With ``--backend`` the backends run side by side (``backends.py``: one export, then one fresh
@@ -91,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         'unless torch is listed)')
     parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 8],
                         help='batch sizes of the --backend runs')
-    parser.add_argument('--ort-opt-level', choices=ORT_LEVELS, default='all',
+    parser.add_argument('--ort-opt-level', choices=ORT_LEVELS, default='extended',
                         help='ONNX Runtime graph optimisation level')
     parser.add_argument('--ort-arena', action='store_true',
                         help="ONNX Runtime with its CPU memory arena (off by default: lower "
