@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -231,6 +233,8 @@ def _predictor(args, backend: str, model_file: str, cfg):
         options = dict(graph_optimization_level=level,
                        enable_cpu_mem_arena=args.ort_arena,
                        enable_profiling=bool(getattr(args, 'ort_profile', False)))
+        if options['enable_profiling']:  # the trace goes to a temporary file, removed once read
+            options['profile_file_prefix'] = os.path.join(tempfile.mkdtemp(), 'ort_profile')
         runner = OnnxDetector(model_file, cfg, threads=args.threads, session_options=options)
     else:
         runner = ProgramDetector(model_file, cfg)
@@ -293,8 +297,9 @@ def measure_backends(args) -> dict:
     result = {backend: _summary(args, backend, backend_times, report)
               for backend, backend_times in times.items()}
     if args.ort_profile and 'onnxruntime' in runners:
-        result['onnxruntime']['profile'] = profile_summary(
-            runners['onnxruntime'].session.end_profiling())
+        trace = runners['onnxruntime'].session.end_profiling()
+        result['onnxruntime']['profile'] = profile_summary(trace)
+        shutil.rmtree(os.path.dirname(os.path.abspath(trace)), ignore_errors=True)
     return result
 
 

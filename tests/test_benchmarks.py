@@ -226,6 +226,7 @@ def test_backends_side_by_side_json(capsys):
             assert run['per_image_s'] == pytest.approx(run['batch_s'] / batch, rel=1e-2)
             assert run['peak_mem_mb'] >= run['memory']['baseline_mb'] > 0
     profile = result['runs']['onnxruntime']['batch_2']['profile']
+    assert not list(Path.cwd().glob('onnxruntime_profile*'))  # the trace file is removed
     assert profile['op_types'][0]['ms'] >= profile['op_types'][-1]['ms'] > 0
     assert 0 < profile['kernels_ms'] <= profile['run_ms']
     speedup = result['vs_torch']['onnxruntime']['batch_1']['speedup']
