@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     root = port_root(args.port)
     model, cfg = build(root)
     training = args.mode == 'train'
+    last_loss: list[float] = []  # the loss of the last training step (finite: it trains)
     data = model.data_preprocessor(load_batch(args.batch_file, training), training)
     if training:
         from mmengine.optim import build_optim_wrapper
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
                 losses = model(**data, mode='loss')
             loss, _ = model.parse_losses(losses)
             optim_wrapper.update_params(loss)
+            last_loss[:] = [loss.item()]
     else:
         model.eval()
 
@@ -166,6 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
         'memory': {'kind': 'cpu_peak_rss', 'peak_mb': round(peak, 1),
                    'baseline_mb': round(baseline, 1), 'delta_mb': round(peak - baseline, 1)},
         'checkpointed_encoder_layers': checkpointed_layers(model),
+        **({'last_loss': round(last_loss[0], 4)} if last_loss else {}),
         'versions': {'torch': torch.__version__, 'mmdet': mmdet.__version__,
                      'mmcv': mmcv.__version__},
     }
