@@ -3,17 +3,18 @@
 Two settings, each on by default and each with an environment variable to turn it off:
 
 * **Lean allocator** (``CODETR_LEAN_MALLOC=0`` turns it off, ``CODETR_LEAN_MALLOC=thp``
-  keeps the huge pages only). glibc's malloc raises its mmap
-  threshold (up to 32 MB) every time a large block is freed, after which freed activations
-  of a training step stay in the heap: the peak RSS grows by hundreds of MB over the live
-  tensors. ``mallopt(M_MMAP_THRESHOLD, 4 MB)`` fixes the threshold, so blocks of 4 MB and
-  more get their own mapping, returned to the OS when freed. That makes every large tensor
-  a fresh mapping, page-faulted in on first touch; torch's ``THP_MEM_ALLOC_ENABLE`` (2 MB
-  alignment and ``madvise(MADV_HUGEPAGE)`` for blocks of 2 MB and more) cuts the faults
-  512-fold where transparent huge pages are available (``madvise`` or ``always`` mode). It
-  is the in-process equivalent of ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1:
-  glibc.malloc.mmap_threshold=4194304``, which has to be set before Python starts. Nothing
-  is changed when ``GLIBC_TUNABLES`` already sets the threshold or the C library is not glibc.
+  adds torch's transparent huge pages). glibc's malloc raises its mmap threshold (up to
+  32 MB) every time a large block is freed, after which freed activations of a training step
+  stay in the heap: the peak RSS grows by hundreds of MB over the live tensors.
+  ``mallopt(M_MMAP_THRESHOLD, 4 MB)`` fixes the threshold, so blocks of 4 MB and more get
+  their own mapping, returned to the OS when freed (Co-DINO R50 training step at 320 px:
+  0.92 of the peak RSS, same step time). It is the in-process equivalent of
+  ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4194304``, which has to be set before Python
+  starts. Nothing is changed when ``GLIBC_TUNABLES`` already sets the threshold or the C
+  library is not glibc. Huge pages (torch's ``THP_MEM_ALLOC_ENABLE``: 2 MB alignment and
+  ``madvise(MADV_HUGEPAGE)`` for blocks of 2 MB and more) are opt-in: they cut page faults,
+  but the same step ran 1.16x slower with them on a 2-core KVM guest
+  (benchmarks/README.md), so ``thp`` is for machines where a paired run shows a gain.
 * **OpenMP waiting** (``CODETR_OMP_SPIN=0`` leaves OpenMP's defaults). torch's OpenMP
   threads (GNU libgomp here) spin up to 300,000 times at the end of each parallel region
   before sleeping; when another process holds one of the cores, the spinning threads take
@@ -63,18 +64,18 @@ def _glibc() -> ctypes.CDLL | None:
     return libc
 
 
-def apply_lean_malloc(threshold: bool = True) -> dict:
-    """Fix glibc's mmap threshold at 4 MB (unless ``threshold`` is False) and ask torch for
-    huge pages; what was applied."""
+def apply_lean_malloc(huge_pages: bool = False) -> dict:
+    """Fix glibc's mmap threshold at 4 MB and, with ``huge_pages``, ask torch for
+    transparent huge pages; what was applied."""
     applied: dict = {}
     if 'glibc.malloc.mmap_threshold' in os.environ.get('GLIBC_TUNABLES', ''):
         applied['mmap_threshold'] = 'GLIBC_TUNABLES'
-    elif threshold:
+    else:
         libc = _glibc()
         if libc is not None and libc.mallopt(M_MMAP_THRESHOLD, LEAN_MMAP_THRESHOLD) == 1:
             applied['mmap_threshold'] = LEAN_MMAP_THRESHOLD
-    if 'THP_MEM_ALLOC_ENABLE' not in os.environ:  # torch reads it at its first allocation
-        os.environ['THP_MEM_ALLOC_ENABLE'] = '1'
+    if huge_pages and 'THP_MEM_ALLOC_ENABLE' not in os.environ:  # read at torch's first
+        os.environ['THP_MEM_ALLOC_ENABLE'] = '1'                  # allocation
         applied['thp_mem_alloc'] = True
     return applied
 
@@ -95,8 +96,8 @@ SET_HERE: set[str] = set()
 
 
 def configure_cpu_runtime() -> dict:
-    """Apply the lean allocator and the bounded OpenMP spin unless turned off by
-    ``CODETR_LEAN_MALLOC=0`` / ``CODETR_OMP_SPIN=0``.
+    """Apply the lean allocator (with huge pages under ``CODETR_LEAN_MALLOC=thp``) and the
+    bounded OpenMP spin unless turned off by ``CODETR_LEAN_MALLOC=0`` / ``CODETR_OMP_SPIN=0``.
 
     Returns:
         ``applied`` (False when torch was imported first: nothing is changed then),
@@ -110,8 +111,8 @@ def configure_cpu_runtime() -> dict:
     before = {name: os.environ.get(name) for name in RUNTIME_ENV}
     threshold = None
     if _enabled(LEAN_MALLOC_ENV):
-        huge_pages_only = os.environ.get(LEAN_MALLOC_ENV, '').strip().lower() == 'thp'
-        threshold = apply_lean_malloc(not huge_pages_only).get('mmap_threshold')
+        huge_pages = os.environ.get(LEAN_MALLOC_ENV, '').strip().lower() == 'thp'
+        threshold = apply_lean_malloc(huge_pages).get('mmap_threshold')
     if _enabled(OMP_SPIN_ENV):
         apply_omp_spin()
     SET_HERE.update(n for n in RUNTIME_ENV if before[n] is None and n in os.environ)
