@@ -13,14 +13,21 @@ machine's throughput at the step's own shapes (``gflop_per_s``).
 a time, it is comparable across machines.
 
 Only torch is imported here: the MMDetection port's adapter (peer_mmdet_port.py) uses the
-same measurement in its own environment.
+same measurement in its own environment. The replay runs with glibc's mmap threshold at its
+ceiling (32 MB), so each timed call reuses the heap block its previous output freed whatever
+the process's allocator settings: the floor counts matrix work, not the page faults of fresh
+mappings (with codetr's 4 MB threshold every large output would otherwise be a new mapping,
+and the two sides of a ``--peer`` run would be timed under different allocators).
 """
 from __future__ import annotations
 
+import ctypes
 import statistics
+import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -137,6 +144,33 @@ def time_isolated(func, specs, kwspecs, min_time_s: float = 0.01, repeats: int =
     return statistics.median(samples)
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter numbers
+M_TRIM_THRESHOLD = -1
+HEAP_REUSE_THRESHOLD = 32 * 2**20  # the most glibc accepts (and its dynamic ceiling)
+
+
+@contextmanager
+def heap_reuse() -> Iterator[bool]:
+    """glibc's mmap threshold at its 32 MB ceiling inside the block (freed outputs stay in the
+    heap for the next call); afterwards back to the threshold codetr's start-up settings
+    fixed (``codetr.cpu_runtime.APPLIED_MMAP_THRESHOLD``), or left at 32 MB, where glibc's
+    dynamic threshold ends after a step anyway. Yields whether it applied (glibc only)."""
+    try:
+        libc = ctypes.CDLL('libc.so.6') if sys.platform.startswith('linux') else None
+    except OSError:
+        libc = None
+    applied = libc is not None and libc.mallopt(M_MMAP_THRESHOLD, HEAP_REUSE_THRESHOLD) == 1
+    if applied:
+        libc.mallopt(M_TRIM_THRESHOLD, 2 * HEAP_REUSE_THRESHOLD)
+    try:
+        yield applied
+    finally:
+        lean = sys.modules.get('codetr.cpu_runtime')
+        threshold = getattr(lean, 'APPLIED_MMAP_THRESHOLD', None) if lean else None
+        if applied and threshold:
+            libc.mallopt(M_MMAP_THRESHOLD, threshold)
+
+
 def floor_of(recorder: MatrixOpRecorder, min_time_s: float = 0.01) -> dict:
     """Replay each distinct recorded product in isolation; the step's floor and FLOPs.
 
@@ -149,9 +183,12 @@ def floor_of(recorder: MatrixOpRecorder, min_time_s: float = 0.01) -> dict:
     by_op: dict[str, dict[str, float]] = defaultdict(lambda: {'floor_s': 0.0, 'gflop': 0.0,
                                                                'calls': 0})
     dtypes: dict[str, float] = defaultdict(float)
+    with heap_reuse():
+        seconds_of = {key: time_isolated(*recorder.ops[key], min_time_s)
+                      for key in recorder.calls}
     for key, count in recorder.calls.items():
         func, specs, kwspecs = recorder.ops[key]
-        seconds = time_isolated(func, specs, kwspecs, min_time_s)
+        seconds = seconds_of[key]
         name = str(func.overloadpacket).removeprefix('aten.')
         floor_s += seconds * count
         flops += recorder.flops[key] * count

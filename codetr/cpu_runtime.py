@@ -90,6 +90,9 @@ def apply_omp_spin() -> dict:
     return applied
 
 
+# The mmap threshold configure_cpu_runtime fixed in this process (bytes), if any: a benchmark
+# that changes the threshold for a while (benchmarks/matrix_floor.py) restores it.
+APPLIED_MMAP_THRESHOLD: int | None = None
 # Environment variables this module may set; what a process started from here inherits.
 RUNTIME_ENV = ('THP_MEM_ALLOC_ENABLE', 'GOMP_SPINCOUNT', 'KMP_BLOCKTIME')
 SET_HERE: set[str] = set()
@@ -104,6 +107,7 @@ def configure_cpu_runtime() -> dict:
         ``mmap_threshold`` (bytes, 'GLIBC_TUNABLES' or None for glibc's dynamic default) and
         the values of the environment variables involved.
     """
+    global APPLIED_MMAP_THRESHOLD
     names = (*RUNTIME_ENV, 'OMP_WAIT_POLICY', 'GLIBC_TUNABLES')
     if 'torch' in sys.modules:
         return {'applied': False, 'mmap_threshold': None,
@@ -113,6 +117,8 @@ def configure_cpu_runtime() -> dict:
     if _enabled(LEAN_MALLOC_ENV):
         huge_pages = os.environ.get(LEAN_MALLOC_ENV, '').strip().lower() == 'thp'
         threshold = apply_lean_malloc(huge_pages).get('mmap_threshold')
+        if isinstance(threshold, int):
+            APPLIED_MMAP_THRESHOLD = threshold
     if _enabled(OMP_SPIN_ENV):
         apply_omp_spin()
     SET_HERE.update(n for n in RUNTIME_ENV if before[n] is None and n in os.environ)

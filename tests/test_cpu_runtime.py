@@ -87,6 +87,33 @@ def test_user_settings_are_kept():
 
 
 @glibc_only
+def test_matrix_floor_replays_on_reused_heap_blocks_then_restores_the_threshold():
+    """benchmarks/matrix_floor.py times its products with freed blocks reused (no fresh
+    mappings, whatever the allocator settings), then puts codetr's 4 MB threshold back."""
+    code = PROBE.format(root=str(ROOT)).replace('print(json.dumps(result))', """
+sys.path.insert(0, {bench!r})
+from matrix_floor import heap_reuse
+def added_mappings(mb):
+    libc.free(libc.malloc(mb << 20))
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(mb << 20)
+    added = libc.mallinfo2().hblks - before
+    libc.free(block)
+    return added
+with heap_reuse() as applied:
+    result['inside'] = [applied, added_mappings(5)]
+result['after'] = added_mappings(12)  # larger than the heap's freed 5 MB block
+print(json.dumps(result))""".format(bench=str(ROOT / 'benchmarks')))
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         check=True, env={k: v for k, v in os.environ.items()
+                                          if k not in ('GLIBC_TUNABLES', 'CODETR_LEAN_MALLOC')})
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result['mmapped_blocks'] == 1  # codetr's 4 MB threshold before the replay
+    assert result['inside'] == [True, 0]  # 32 MB inside: the 5 MB block comes from the heap
+    assert result['after'] == 1  # and 4 MB again after it
+
+
+@glibc_only
 def test_nothing_changes_once_torch_is_loaded():
     result = probe(torch_first=True)
     assert result['applied'] is False
