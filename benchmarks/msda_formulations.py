@@ -17,6 +17,8 @@ Formulations (``value`` (B, S, H, D); locations (B, Q, H, L, P, 2); weights (B, 
 
 - ``grid_sample``: what the export uses (``codetr.deployment.msda``): one ``GridSample``
   per level over (B * H, D, h, w), times the weights, summed over points;
+- ``grid_sample_point``: one ``GridSample`` per level and point (grid (B * H, 1, Q, 2)),
+  each sample weighted and added in turn: no (B * H, D, P, Q) intermediate;
 - ``gather_corner``: the four bilinear corners of each level read as rows of the value
   table (B * S * H, D) with ``Gather``; a corner outside the map gets weight zero; each
   corner's rows are weighted (bilinear times attention weight) and summed over points
@@ -92,6 +94,27 @@ def grid_sample(value: Tensor, shapes: Shapes, loc: Tensor, attn: Tensor) -> Ten
     weights = [attn[:, :, :, lv].permute(0, 2, 3, 1).reshape(
         batch * heads, 1, points, num_queries) for lv in range(levels)]
     return ms_deform_attn_grid_sample(value, shapes, grids, weights)
+
+
+def grid_sample_point(value: Tensor, shapes: Shapes, loc: Tensor, attn: Tensor) -> Tensor:
+    batch, num_queries, heads, levels, points, _ = loc.shape
+    _, _, _, dims = value.shape
+    value_t = value.permute(0, 2, 3, 1).reshape(batch * heads, dims, -1)
+    grid = (2 * loc - 1).permute(0, 2, 3, 4, 1, 5).reshape(batch * heads, levels * points, 1,
+                                                          num_queries, 2)
+    weight = attn.permute(0, 2, 3, 4, 1).reshape(batch * heads, levels * points, 1, 1,
+                                                 num_queries)
+    out, start = None, 0
+    for level, (height, width) in enumerate(shapes):
+        level_value = value_t[:, :, start:start + height * width].reshape(
+            batch * heads, dims, height, width)
+        for point in range(points):
+            k = level * points + point
+            term = F.grid_sample(level_value, grid[:, k], mode='bilinear',
+                                 padding_mode='zeros', align_corners=False) * weight[:, k]
+            out = term if out is None else out + term  # [B*H, D, 1, Q]
+        start += height * width
+    return out.view(batch, heads * dims, num_queries).transpose(1, 2)
 
 
 def _corners(loc: Tensor, attn: Tensor, height: int, width: int, start: int,
@@ -171,6 +194,7 @@ def gather_padded(value: Tensor, shapes: Shapes, loc: Tensor, attn: Tensor) -> T
 
 FORMULATIONS: dict[str, Callable[..., Tensor]] = {
     'grid_sample': grid_sample,
+    'grid_sample_point': grid_sample_point,
     'gather_corner': lambda v, s, loc, a: gather(v, s, loc, a, per_level=False),
     'gather_level': lambda v, s, loc, a: gather(v, s, loc, a, per_level=True),
     'gather_padded': gather_padded,
