@@ -11,7 +11,8 @@ Offsets are about 2 pixels of each level, some points fall outside the maps. Eac
 formulation is checked against the eager kernel (``max_abs_err``), exported (torch.export,
 then the dynamo ONNX exporter at opset 18) and run by ONNX Runtime at one thread
 (extended optimisations, no memory arena); the calls alternate between the eager kernel
-and every session, and the medians are reported with their ratio to the kernel.
+and every session, and the medians are reported with their ratio to the kernel, with
+each one's rise of the resident set over one call (``peak_growth_mb``).
 
 Formulations (``value`` (B, S, H, D); locations (B, Q, H, L, P, 2); weights (B, Q, H, L, P)):
 
@@ -39,15 +40,17 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from codetr.cpu_runtime import configure_cpu_runtime  # noqa: E402
 
+configure_cpu_runtime()  # as the other benchmarks: before torch loads
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from backends import parse_img_size  # noqa: E402
 from common import median  # noqa: E402
+from torch import Tensor  # noqa: E402
 
 from codetr.deployment.msda import ms_deform_attn_grid_sample  # noqa: E402
 
@@ -227,6 +230,27 @@ def onnx_session(module: torch.nn.Module, inputs: tuple[Tensor, ...]):
     return session, len(proto.graph.node)
 
 
+def _status_mb(field: str) -> float:
+    with open('/proc/self/status') as status:
+        for line in status:
+            if line.startswith(field + ':'):
+                return int(line.split()[1]) / 1024
+    return float('nan')
+
+
+def _call_growth_mb(call: Callable[[], object]) -> float | None:
+    """How far the resident set rises over one call (Linux: the high-water mark is reset to
+    the current RSS first); None where it cannot be reset."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as refs:
+            refs.write('5')
+    except OSError:
+        return None
+    before = _status_mb('VmRSS')
+    call()
+    return round(_status_mb('VmHWM') - before, 1)
+
+
 def run(img_size: int | tuple[int, int], queries: int, batch: int, iters: int,
         names: list[str]) -> dict:
     from codetr.models.layers.ms_deform_attn import ms_deform_attn
@@ -249,6 +273,8 @@ def run(img_size: int | tuple[int, int], queries: int, batch: int, iters: int,
         got = torch.from_numpy(session.run(None, feed)[0])
         report[name] = {'max_abs_err': float((got - expected).abs().max()), 'nodes': nodes}
         calls[name] = lambda session=session, feed=feed: session.run(None, feed)
+    for name, call in calls.items():  # transient memory of one call, from a fresh high mark
+        report[name]['peak_growth_mb'] = _call_growth_mb(call)
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(iters):
         for name, call in calls.items():
