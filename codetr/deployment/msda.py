@@ -17,10 +17,10 @@ weight outside the map or a zero-framed table) and reduce them with the bilinear
 attention weights (``Mul`` + ``ReduceSum`` or a batched ``MatMul``). At the encoder shapes,
 which carry most of the attention time, none of the gather forms is faster (a gather writes
 four D-vectors per point where ``GridSample`` writes one value per channel) and the per-level
-gather holds four times the transient memory; the per-point ``GridSample`` is ~10 % faster
-there but ONNX Runtime runs the 20 samplings of a layer before their sums, holding them all
-(more memory, and slower in the decoder). All of them stay 5-15x slower than the fused
-kernel: ``GridSample`` recomputes each point's corners and weights for every channel.
+gather holds four times the transient memory; the per-point ``GridSample`` was ~13 % faster
+there in one run, but slower in the decoder and with a 1.5x larger peak rise over a call.
+All of them stay 3-15x slower than the fused kernel (benchmarks/README.md, deployment
+section): ``GridSample`` recomputes each point's corners and weights for every channel.
 """
 from __future__ import annotations
 
