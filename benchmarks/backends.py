@@ -49,6 +49,19 @@ def parse_img_size(text: str) -> int | tuple[int, int]:
     return int(text)
 
 
+def parse_ort_option(text: str) -> tuple[str, bool | int | str]:
+    """``'enable_mem_pattern=0'`` -> ``('enable_mem_pattern', False)``; a dotted key
+    (``session.intra_op.allow_spinning=0``) keeps its value as text."""
+    key, sep, value = text.partition('=')
+    if not sep or not key:
+        raise ValueError(f'--ort-option takes KEY=VALUE, not {text!r}')
+    if '.' in key:
+        return key, value
+    if value.lower() in ('0', '1', 'true', 'false'):
+        return key, value.lower() in ('1', 'true')
+    return key, int(value) if value.lstrip('-').isdigit() else value
+
+
 def _hw(img_size: int | tuple[int, int]) -> tuple[int, int]:
     return (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
 
@@ -172,7 +185,8 @@ def compare(args, script: Path) -> dict:
                     profiled['onnxruntime']['profile']
     return {'benchmark': 'inference_backends', 'config': args.config,
             'img_size': _size_text(args.img_size), 'threads': args.threads,
-            'iters': args.iters, 'warmup': args.warmup, 'export_s': prepared['export_s'],
+            'iters': args.iters, 'warmup': args.warmup, 'ort_options': dict(args.ort_option),
+            'export_s': prepared['export_s'],
             'reused_export': prepared['reused_export'], 'runs': runs,
             'vs_torch': _vs_torch(runs)}
 
@@ -189,6 +203,8 @@ def _child_argv(args, script: Path, batch: int, files: dict[str, str], iters: in
         argv += ['--threads', str(args.threads)]
     if args.ort_arena:
         argv.append('--ort-arena')
+    if args.ort_option:
+        argv += ['--ort-option'] + [f'{k}={v}' for k, v in args.ort_option]
     if args.cfg_options:
         argv += ['--cfg-options'] + [f'{k}={v}' for k, v in args.cfg_options.items()]
     return argv
@@ -232,7 +248,8 @@ def _predictor(args, backend: str, model_file: str, cfg):
                  'all': ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[args.ort_opt_level]
         options = dict(graph_optimization_level=level,
                        enable_cpu_mem_arena=args.ort_arena,
-                       enable_profiling=bool(getattr(args, 'ort_profile', False)))
+                       enable_profiling=bool(getattr(args, 'ort_profile', False)),
+                       **dict(args.ort_option))
         if options['enable_profiling']:  # the trace goes to a temporary file, removed once read
             options['profile_file_prefix'] = os.path.join(tempfile.mkdtemp(), 'ort_profile')
         runner = OnnxDetector(model_file, cfg, threads=args.threads, session_options=options)
@@ -312,7 +329,9 @@ def _summary(args, backend: str, times: list[float], memory: dict) -> dict:
             'images_per_s': round(args.batch_size / batch_s, 3),
             'times_s': [round(t, 4) for t in times], 'peak_mem_mb': memory['peak_mb'],
             'memory': memory,
-            'ort_opt_level': args.ort_opt_level if backend == 'onnxruntime' else None}
+            'ort_opt_level': args.ort_opt_level if backend == 'onnxruntime' else None,
+            'ort_options': dict(args.ort_option) if backend == 'onnxruntime' else None}
 
 
-__all__ = ['BACKENDS', 'ORT_LEVELS', 'compare', 'measure_backends', 'parse_img_size']
+__all__ = ['BACKENDS', 'ORT_LEVELS', 'compare', 'measure_backends', 'parse_img_size',
+           'parse_ort_option']

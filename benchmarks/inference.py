@@ -6,7 +6,7 @@
         [--peer PORT_PATH [--peer-python PYTHON] [--rounds 3]] [--no-floor]
     python benchmarks/inference.py CONFIG --backend torch onnxruntime export
         [--batch-sizes 1 8] [--img-size 320 | 800x1333] [--ort-opt-level extended]
-        [--ort-arena] [--ort-profile] [...]
+        [--ort-arena] [--ort-option KEY=VALUE ...] [--ort-profile] [...]
 
 With ``--backend`` the backends run side by side (``backends.py``: one export, then one fresh
 process per backend and batch size); without it, eager PyTorch as below.
@@ -40,7 +40,13 @@ from mmengine.config import DictAction  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from backends import BACKENDS, ORT_LEVELS, measure_backends, parse_img_size  # noqa: E402
+from backends import (  # noqa: E402
+    BACKENDS,
+    ORT_LEVELS,
+    measure_backends,
+    parse_img_size,
+    parse_ort_option,
+)
 from backends import compare as compare_backends  # noqa: E402
 from common import (  # noqa: E402
     ComponentTimer,
@@ -96,6 +102,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--ort-arena', action='store_true',
                         help="ONNX Runtime with its CPU memory arena (off by default: lower "
                         'peak memory)')
+    parser.add_argument('--ort-option', nargs='+', default=[], metavar='KEY=VALUE',
+                        type=parse_ort_option,
+                        help='ONNX Runtime session setting over the runtime defaults: a '
+                        'SessionOptions attribute (enable_mem_pattern=0) or a configuration '
+                        'key (session.intra_op.allow_spinning=0)')
     parser.add_argument('--export-dir', default=None,
                         help='keep the weights and exported files here, and reuse them when '
                         'present (same config and --checkpoint: the graph takes any size)')

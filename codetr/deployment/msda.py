@@ -8,6 +8,19 @@ sizes are Python (or, while tracing, symbolic) ints, so one exported graph serve
 size. :class:`ExportableMSDA` wraps a built ``MultiScaleDeformableAttention`` and uses its
 parameters; :func:`swap_deformable_attention` puts one in place of every such module of a
 model copy.
+
+Why ``GridSample`` per level: ``benchmarks/msda_formulations.py`` runs the attention core
+alone in ONNX Runtime in several standard-operator forms, each equal to the eager kernel
+within 1e-5: this one; one ``GridSample`` per level and point; and gather forms that read the
+four bilinear corners of every point as rows of a (B * S * H, D) value table (``Gather``, zero
+weight outside the map or a zero-framed table) and reduce them with the bilinear times
+attention weights (``Mul`` + ``ReduceSum`` or a batched ``MatMul``). At the encoder shapes,
+which carry most of the attention time, none of the gather forms is faster (a gather writes
+four D-vectors per point where ``GridSample`` writes one value per channel) and the per-level
+gather holds four times the transient memory; the per-point ``GridSample`` was ~13 % faster
+there in one run, but slower in the decoder and with a 1.5x larger peak rise over a call.
+All of them stay 3-15x slower than the fused kernel (benchmarks/README.md, deployment
+section): ``GridSample`` recomputes each point's corners and weights for every channel.
 """
 from __future__ import annotations
 

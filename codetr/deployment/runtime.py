@@ -121,8 +121,9 @@ class OnnxDetector(DeployedDetector):
         path, cfg: see :class:`DeployedDetector`.
         device: ``'cpu'`` or ``'cuda[:N]'`` (needs the onnxruntime-gpu build).
         threads: ONNX Runtime's intra-op threads (default: its own choice, the core count).
-        session_options: ``onnxruntime.SessionOptions`` attributes to set (defaults:
-            extended graph optimisations, no CPU memory arena).
+        session_options: settings over :func:`session_options`'s defaults: an
+            ``onnxruntime.SessionOptions`` attribute (``enable_mem_pattern``) or a session
+            configuration key (one with a dot: ``session.intra_op.allow_spinning``).
     """
 
     def __init__(self, path: str | Path, cfg: Config | None = None, device: str = 'cpu',
@@ -133,19 +134,7 @@ class OnnxDetector(DeployedDetector):
         except ImportError as err:
             raise ImportError('the onnxruntime backend needs onnxruntime: pip install -r '
                               'requirements/export.txt') from err
-        options = ort.SessionOptions()
-        # 'extended' (fusions) rather than 'all': with the layout optimisations of 'all'
-        # (blocked NCHWc convolutions) a Co-DINO R50 session kept 190 MB more resident, for
-        # no measurable speed (benchmarks/README.md, deployment section).
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        # Without the arena freed activations go back to the allocator: at the R50 setting
-        # the peak RSS is ~250 MB lower, at no measurable cost in time.
-        options.enable_cpu_mem_arena = False
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        for key, value in (session_options or {}).items():
-            setattr(options, key, value)
+        options = session_options_for(threads, session_options)
         providers = ['CPUExecutionProvider']
         if device.startswith('cuda'):
             index = int(device.split(':')[1]) if ':' in device else 0
@@ -156,6 +145,48 @@ class OnnxDetector(DeployedDetector):
         feed = {'images': images.detach().cpu().contiguous().numpy(),
                 'img_sizes': sizes.cpu().numpy()}
         return tuple(torch.from_numpy(out) for out in self.session.run(None, feed))
+
+
+def session_options_for(threads: int | None = None,
+                        overrides: dict | None = None) -> Any:
+    """The ``onnxruntime.SessionOptions`` :class:`OnnxDetector` runs with.
+
+    Defaults, each measured at Co-DINO R50 (benchmarks/README.md, deployment section):
+
+    - graph optimisations at 'extended' (fusions) rather than 'all': with the layout
+      optimisations of 'all' (blocked NCHWc convolutions) a session kept 190 MB more
+      resident, for no measurable speed;
+    - no CPU memory arena: freed activations go back to the allocator (peak RSS ~250 MB
+      lower at 320 x 320, no measurable cost in time);
+    - with ``threads``: that many intra-op threads and one inter-op thread.
+
+    Args:
+        threads: intra-op threads (None: ONNX Runtime's choice, the core count).
+        overrides: ``SessionOptions`` attributes, or configuration keys (with a dot, e.g.
+            ``session.intra_op.allow_spinning``: '0' / '1'), set after the defaults.
+
+    Raises:
+        ValueError: a key that is neither.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.enable_cpu_mem_arena = False
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    for key, value in (overrides or {}).items():
+        if '.' in key:
+            options.add_session_config_entry(key, str(int(value) if isinstance(value, bool)
+                                                      else value))
+        elif hasattr(options, key):
+            setattr(options, key, value)
+        else:
+            raise ValueError(f'{key!r} is neither an onnxruntime.SessionOptions attribute '
+                             "nor a session configuration key (those have a dot, e.g. "
+                             "'session.intra_op.allow_spinning')")
+    return options
 
 
 class ProgramDetector(DeployedDetector):

@@ -8,8 +8,12 @@ import pytest
 import torch
 
 from codetr.deployment.graph import padding_masks
-from codetr.deployment.msda import ExportableMSDA, swap_deformable_attention
-from codetr.models.layers.ms_deform_attn import MultiScaleDeformableAttention
+from codetr.deployment.msda import (
+    ExportableMSDA,
+    ms_deform_attn_grid_sample,
+    swap_deformable_attention,
+)
+from codetr.models.layers.ms_deform_attn import MultiScaleDeformableAttention, ms_deform_attn
 from codetr.models.query_heads import level_padding_masks
 from codetr.structures import DetDataSample
 
@@ -44,6 +48,47 @@ def test_exportable_attention_matches_the_library_module(ref_dims: int):
     assert got.shape == (2, 7, 32)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     assert (got - query).abs().max() > 0.1  # the attention changed something
+
+
+def _level_inputs(locations):
+    """(B, Q, H, L, P, 2) locations -> the grid-sample formulation's per-level arguments."""
+    batch, queries, heads, levels, points, _ = locations.shape
+    grids = [(2 * locations[:, :, :, lv] - 1).permute(0, 2, 3, 1, 4).reshape(
+        batch * heads, points, queries, 2) for lv in range(levels)]
+    return grids, lambda w: [w[:, :, :, lv].permute(0, 2, 3, 1).reshape(
+        batch * heads, 1, points, queries) for lv in range(levels)]
+
+
+def test_grid_sample_formulation_reads_zeros_outside_and_in_padded_levels():
+    """Against the eager kernel: points outside every border (partly and wholly), on the
+    outermost half pixel, and a level whose right columns / bottom rows are zeroed padding."""
+    gen = torch.Generator().manual_seed(3)
+    value = torch.randn(2, sum(h * w for h, w in SHAPES), 2, 4, generator=gen)
+    value[1, :120].view(12, 10, 2, 4)[:, 7:] = 0.0  # level 0 of image 1: padded columns
+    value[1, 120:150].view(6, 5, 2, 4)[4:] = 0.0  # level 1 of image 1: padded rows
+    locations = torch.rand(2, 5, 2, 3, 4, 2, generator=gen) * 1.6 - 0.3
+    locations[0, 0, :, :, 0] = torch.tensor([-0.5, 0.5])  # wholly left of the map
+    locations[0, 0, :, :, 1] = torch.tensor([0.5, 1.2])  # wholly below
+    locations[0, 1, :, :, 0] = torch.tensor([-0.02, 1.03])  # partly outside: half weights
+    locations[0, 1, :, :, 1] = torch.tensor([1.0, 0.0])  # the corners themselves
+    weights = torch.rand(2, 5, 2, 3 * 4, generator=gen).softmax(-1).view(2, 5, 2, 3, 4)
+    spatial = torch.tensor(SHAPES)
+    starts = torch.tensor([0, 120, 150])
+    expected = ms_deform_attn(value, spatial, starts, locations, weights)
+    grids, level_weights = _level_inputs(locations)
+    got = ms_deform_attn_grid_sample(value, SHAPES, grids, level_weights(weights))
+    assert got.shape == (2, 5, 8)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    size = torch.tensor([[w, h] for h, w in SHAPES], dtype=torch.float)[:, None, :]
+    pixel = locations * size - 0.5  # no corner of a point on the map: outside
+    outside = ((pixel <= -1) | (pixel >= size)).any(-1)
+    assert outside.any() and (~outside).any()
+    # only the outside points of query 0 zeroed: its result is the inside points' sum
+    inside_only = weights * (~outside).float()
+    torch.testing.assert_close(
+        got[0, 0], ms_deform_attn(value, spatial, starts, locations, inside_only)[0, 0],
+        atol=1e-6, rtol=1e-6)
+    assert got[0, 0].abs().max() > 0.01
 
 
 def test_swap_replaces_every_deformable_attention_and_shares_parameters():

@@ -91,3 +91,18 @@ def test_static_graph_gets_padded_chunked_and_filled_batches():
     assert torch.equal(second_sizes, torch.tensor([[30, 70], [64, 96]]))  # filled up
     with pytest.raises(ValueError, match='--dynamic-shape'):
         pad_batch(torch.zeros(1, 3, 65, 10), (64, 96), 0.0)
+
+
+def test_session_options_defaults_and_overrides():
+    import onnxruntime as ort
+
+    from codetr.deployment.runtime import session_options_for
+    options = session_options_for(2, {'enable_mem_pattern': False,
+                                      'session.intra_op.allow_spinning': False})
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    assert not options.enable_cpu_mem_arena and not options.enable_mem_pattern
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
+    assert options.get_session_config_entry('session.intra_op.allow_spinning') == '0'
+    assert session_options_for().intra_op_num_threads == 0  # ONNX Runtime's own choice
+    with pytest.raises(ValueError, match="neither an onnxruntime.SessionOptions attribute"):
+        session_options_for(None, {'enable_mem_patern': False})
