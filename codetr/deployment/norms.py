@@ -8,8 +8,9 @@ float64 reference against ~2e-6 for PyTorch, ~5e-5 against ~6e-6 when the group'
 large. Six decoder layers of box refinement turn that into ~3e-2 px at the output, above the
 1e-2 px parity tolerance. :class:`ExportableGroupNorm` computes the mean and variance in
 float64 (two passes: mean, then the mean of squared deviations) and normalises in the
-input's dtype; ONNX Runtime then agrees with PyTorch's GroupNorm to float32 rounding. The
-float64 part touches only the statistics' reductions: a few ms at 800 x 1333.
+input's dtype; ONNX Runtime then agrees with PyTorch's GroupNorm to float32 rounding. Cost
+(ONNX Runtime, one thread, the five neck levels of an 800 x 1333 image): 77 ms against 29 ms
+for InstanceNormalization, ~0.1% of the ~35 s Co-DINO R50 graph at that size.
 """
 from __future__ import annotations
 
