@@ -66,7 +66,7 @@ def test_onnx_runtime_keeps_float32_accuracy_on_a_large_level(tmp_path):
         torch_err = abs(norm(x).numpy() - exact).max()
     errors = {}
     for name, module in (('plain', norm), ('swapped', ExportableGroupNorm(norm))):
-        proto = torch.onnx.export(module, (x,), dynamo=True, opset_version=18).model_proto
+        proto = torch.onnx.export(module.eval(), (x,), dynamo=True, opset_version=18).model_proto
         session = ort.InferenceSession(proto.SerializeToString(),
                                        providers=['CPUExecutionProvider'])
         out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
