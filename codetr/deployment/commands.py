@@ -91,15 +91,17 @@ def verify(model, path: str, fmt: str, images: list[str], batch: int) -> bool:
     from codetr.apis.inference import pack_images
 
     from .runtime import load_deployed
-    from .verify import verify_on_batches
+    from .verify import tolerances_for, verify_on_batches
 
     deployed = load_deployed(path, model.cfg, backend='onnxruntime' if fmt == 'onnx'
                              else 'export')
     pipeline = build_test_pipeline(model.cfg, from_array=False)
     batches = [pack_images(pipeline, images[i:i + batch]) for i in range(0, len(images), batch)]
     report = verify_on_batches(model, deployed, batches)
+    tol = tolerances_for(deployed)
     print(f'verify: {len(images)} images, detections scoring > 0.05 (tolerances: boxes '
-          '1e-2 px, scores 1e-3)')
+          f'{tol["box_atol"]:g} px, scores {tol["score_atol"]:g}'
+          f'{", float16 graph" if deployed.metadata.get("precision") == "float16" else ""})')
     for name, count, box, score in report.per_image:
         print(f'  {Path(name).name}: {count} compared, max box diff {box:.3g} px, '
               f'max score diff {score:.3g}')

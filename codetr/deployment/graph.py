@@ -23,6 +23,7 @@ from codetr.structures import bbox_cxcywh_to_xyxy
 
 from .checks import check_exportable
 from .msda import Shapes, swap_deformable_attention
+from .norms import swap_group_norm
 
 INPUT_NAMES = ('images', 'img_sizes')
 OUTPUT_NAMES = ('boxes', 'scores', 'labels')
@@ -139,7 +140,9 @@ class DetrGraph(nn.Module):
     """Backbone, neck, encoder, decoder and top-k of a detector, tensors in and out.
 
     Built on a deep copy of ``model`` (whose deformable attentions are swapped for
-    :class:`~codetr.deployment.msda.ExportableMSDA`); aux heads and the adapter are left out.
+    :class:`~codetr.deployment.msda.ExportableMSDA` and group norms for
+    :class:`~codetr.deployment.norms.ExportableGroupNorm`); aux heads and the adapter are
+    left out.
 
     Args:
         model: a built ``CoDETR`` with ``test_cfg.eval_module='detr'`` and a supported
@@ -153,6 +156,7 @@ class DetrGraph(nn.Module):
         self.neck = copy.deepcopy(model.neck).eval() if model.neck is not None else None
         self.head = copy.deepcopy(model.query_head).eval()
         swap_deformable_attention(self.head)
+        swap_group_norm(self)  # ONNX Runtime's InstanceNormalization loses float32 digits
         self._head_pass = HEAD_PASSES[type(self.head)]
         self.top_k = candidates_per_image(self.head)
 

@@ -18,7 +18,13 @@ from codetr.apis.inference import pack_images
 from codetr.deployment.commands import export_main
 from codetr.deployment.export import InputSpec, export_model
 from codetr.deployment.runtime import OnnxDetector, ProgramDetector
-from codetr.deployment.verify import compare_detections, verify_on_batches
+from codetr.deployment.verify import (
+    BOX_ATOL,
+    FP16_TOLERANCES,
+    compare_detections,
+    tolerances_for,
+    verify_on_batches,
+)
 from codetr.models.converters import convert_official
 from codetr.registry import MODELS
 from codetr.structures import DetDataSample
@@ -97,9 +103,10 @@ def test_official_fixture_weights_convert_export_and_match(shared_dir, tmp_path)
 
 
 def test_co_dino_r50_on_coco128_at_the_reference_size(shared_dir, tmp_path):
-    """Co-DINO R50 (900 queries, soft-NMS), spread head, coco128 images resized into
-    320 x 320 (the reference setting)."""
-    model = build_model(R50_CO_DINO)
+    """Co-DINO R50 (900 queries, soft-NMS), spread head with one query content (a random
+    one's order-dependent queries make PyTorch itself irreproducible: helpers module note),
+    coco128 images resized into 320 x 320 (the reference setting)."""
+    model = build_model(R50_CO_DINO, one_query_content=True)
     paths = _export(model, tmp_path, InputSpec(batch=2, height=320, width=320, dynamic=True))
     cfg = copy.deepcopy(model.cfg)
     for step in cfg.test_dataloader.dataset.pipeline:
@@ -128,19 +135,23 @@ def test_static_graph_with_batch_2_pads_and_matches(quickstart_model, synthetic_
 
 
 def test_float16_onnx_runs_and_stays_close(quickstart_model, synthetic_batches, tmp_path):
-    """float16 weights and activations (a GPU graph; ONNX Runtime's CPU inserts casts).
-    Measured against float32 PyTorch: see the tolerances."""
+    """float16 weights and activations (a GPU graph; ONNX Runtime's CPU inserts casts),
+    against float32 PyTorch with the float16 tolerances (verify.FP16_TOLERANCES: boxes
+    0.5 px, scores 5e-3, every detection above 0.05). Measured: 0.17 px and 1.2e-3 at
+    most, same labels (before the group norms kept float64 statistics: 1.35 px and 0.14)."""
     paths = _export(quickstart_model, tmp_path, InputSpec(batch=2, height=160, width=160,
                                                           dynamic=True),
                     formats=('onnx',), fp16=True)
     import onnx
     initializers = onnx.load(str(paths['onnx'])).graph.initializer
     assert sum(t.data_type == onnx.TensorProto.FLOAT16 for t in initializers) > 50
-    report = verify_on_batches(quickstart_model, OnnxDetector(paths['onnx'],
-                                                              quickstart_model.cfg),
-                               synthetic_batches, score_thr=0.3, box_atol=1.0,
-                               score_atol=0.02)
+    deployed = OnnxDetector(paths['onnx'], quickstart_model.cfg)
+    assert tolerances_for(deployed) == FP16_TOLERANCES
+    report = verify_on_batches(quickstart_model, deployed, synthetic_batches)
     assert report.ok, report.failures[:5]
+    assert report.compared >= 45 and report.borderline <= 2, report.summary()
+    # float16 is not float32: the differences are real, above the float32 tolerances
+    assert report.max_box_diff > BOX_ATOL, report.summary()
 
 
 def test_export_tool_verifies_on_the_synthetic_set(quickstart_model, synthetic_val, tmp_path,

@@ -49,3 +49,36 @@ def test_missing_detections_fail():
     report = compare_detections(REF, _dets([[0, 0, 10, 10]], [0.9], [0]))
     assert not report.ok and 'no exported detection' in report.failures[0]
     assert not compare_detections(REF, _dets(torch.zeros(0, 4).tolist(), [], [])).ok
+
+
+def test_a_missing_detection_at_the_threshold_is_borderline_not_a_failure():
+    """A PyTorch detection within the score tolerance of 0.05 may lose its partner (which
+    then scores below the threshold); counted as borderline. Just outside it fails."""
+    ref = _dets([[0, 0, 10, 10], [5, 5, 20, 20]], [0.9, 0.0508], [0, 1])
+    got = _dets([[0, 0, 10, 10]], [0.9], [0])
+    report = compare_detections(ref, got)
+    assert report.ok and report.borderline == 1 and report.compared == 2
+    assert 'unmatched at the score threshold' in report.summary()
+    ref_out = _dets([[0, 0, 10, 10], [5, 5, 20, 20]], [0.9, 0.0512], [0, 1])
+    assert not compare_detections(ref_out, got).ok
+
+
+def test_the_top_k_cut_tolerates_a_tie_but_not_a_clear_miss():
+    """Lists cut at top_k = 3: the last kept detection of each side may be swapped for a
+    candidate that tied with it (within the score tolerance); a clear one may not."""
+    boxes = [[0, 0, 10, 10], [5, 5, 20, 20], [30, 30, 40, 40]]
+    ref = _dets(boxes, [0.9, 0.5, 0.3000], [0, 1, 2])
+    swapped = _dets(boxes[:2] + [[50, 50, 60, 60]], [0.9, 0.5, 0.2995], [0, 1, 3])
+    report = compare_detections(ref, swapped, top_k=3)
+    assert report.ok and report.borderline == 2  # one missing, one extra, both at the cut
+    assert not compare_detections(ref, swapped).ok  # without top_k: no cut rule
+    clear = _dets(boxes[:2] + [[50, 50, 60, 60]], [0.9, 0.5, 0.2950], [0, 1, 3])
+    report = compare_detections(ref, clear, top_k=3)
+    assert not report.ok and len(report.failures) == 1 and report.borderline == 1
+
+
+def test_a_matched_pair_at_the_boundary_is_still_held_to_the_tolerances():
+    ref = _dets([[0, 0, 10, 10], [5, 5, 20, 20]], [0.9, 0.0505], [0, 1])
+    got = _dets([[0, 0, 10, 10], [5, 5, 20, 20.05]], [0.9, 0.0505], [0, 1])
+    report = compare_detections(ref, got, top_k=2)
+    assert not report.ok and 'box differs by 0.05' in report.failures[0]
