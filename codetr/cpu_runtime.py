@@ -1,24 +1,27 @@
 """Process-wide CPU settings that codetr's tools apply at start-up.
 
-Two settings, each on by default and each with an environment variable to turn it off:
+Two settings, each with an environment variable:
 
-* **Lean allocator** (``CODETR_LEAN_MALLOC=0`` turns it off, ``CODETR_LEAN_MALLOC=thp``
-  adds torch's transparent huge pages). glibc's malloc raises its mmap threshold (up to
-  32 MB) every time a large block is freed, after which freed activations of a training step
-  stay in the heap: the peak RSS grows by hundreds of MB over the live tensors.
+* **Lean allocator**, opt-in (``CODETR_LEAN_MALLOC=1``; ``CODETR_LEAN_MALLOC=thp`` adds
+  torch's transparent huge pages). glibc's malloc raises its mmap threshold (up to 32 MB)
+  every time a large block is freed, after which freed activations of a training step stay
+  in the heap: the peak RSS grows by hundreds of MB over the live tensors.
   ``mallopt(M_MMAP_THRESHOLD, 4 MB)`` fixes the threshold, so blocks of 4 MB and more get
-  their own mapping, returned to the OS when freed (Co-DINO R50 training step at 320 px:
-  0.92 of the peak RSS, same step time). It is the in-process equivalent of
+  their own mapping, returned to the OS when freed. It is the in-process equivalent of
   ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4194304``, which has to be set before Python
-  starts. Nothing is changed when ``GLIBC_TUNABLES`` already sets the threshold or the C
+  starts; nothing is changed when ``GLIBC_TUNABLES`` already sets the threshold or the C
   library is not glibc. Huge pages (torch's ``THP_MEM_ALLOC_ENABLE``: 2 MB alignment and
-  ``madvise(MADV_HUGEPAGE)`` for blocks of 2 MB and more) are opt-in: they cut page faults,
-  but the same step ran 1.16x slower with them on a 2-core KVM guest
-  (benchmarks/README.md), so ``thp`` is for machines where a paired run shows a gain.
-* **OpenMP waiting** (``CODETR_OMP_SPIN=0`` leaves OpenMP's defaults). torch's OpenMP
-  threads (GNU libgomp here) spin up to 300,000 times at the end of each parallel region
-  before sleeping; when another process holds one of the cores, the spinning threads take
-  its time slices from the thread that still has work, and a step runs many times slower.
+  ``madvise(MADV_HUGEPAGE)`` for blocks of 2 MB and more) cut the page faults of those fresh
+  mappings. Both are off by default because both cost time where measured (paired runs,
+  Co-DINO R50 training step at 320 px, 2-vCPU KVM guest, benchmarks/README.md): the fixed
+  threshold 1.11x the step time for 0.92 of the peak RSS (2.1 M page faults per step
+  against 0.7 M), huge pages 1.16x. Use them where memory is the limit, after a paired run
+  (``benchmarks/ab_compare.py``) on the machine at hand.
+* **OpenMP waiting**, on by default (``CODETR_OMP_SPIN=0`` leaves OpenMP's defaults).
+  torch's OpenMP threads (GNU libgomp here) spin up to 300,000 times at the end of each
+  parallel region before sleeping; when another process holds one of the cores, the
+  spinning threads take its time slices from the thread that still has work, and a step
+  runs many times slower.
   ``GOMP_SPINCOUNT`` (libgomp) and ``KMP_BLOCKTIME`` (Intel's runtime) bound that spin;
   they are read when the runtime loads, so this must run before ``import torch``. Values
   a user set are kept.
@@ -47,8 +50,8 @@ GOMP_SPINCOUNT = '10000'
 KMP_BLOCKTIME = '1'  # milliseconds (Intel OpenMP's default is 200)
 
 
-def _enabled(name: str) -> bool:
-    return os.environ.get(name, '1').strip().lower() not in ('0', 'false', 'off', 'no')
+def _enabled(name: str, default: str = '1') -> bool:
+    return os.environ.get(name, default).strip().lower() not in ('0', 'false', 'off', 'no')
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -99,8 +102,8 @@ SET_HERE: set[str] = set()
 
 
 def configure_cpu_runtime() -> dict:
-    """Apply the lean allocator (with huge pages under ``CODETR_LEAN_MALLOC=thp``) and the
-    bounded OpenMP spin unless turned off by ``CODETR_LEAN_MALLOC=0`` / ``CODETR_OMP_SPIN=0``.
+    """Apply the bounded OpenMP spin unless ``CODETR_OMP_SPIN=0``, and the lean allocator
+    where asked for (``CODETR_LEAN_MALLOC=1``, with huge pages ``=thp``).
 
     Returns:
         ``applied`` (False when torch was imported first: nothing is changed then),
@@ -114,7 +117,7 @@ def configure_cpu_runtime() -> dict:
                 **{n: os.environ.get(n) for n in names}}
     before = {name: os.environ.get(name) for name in RUNTIME_ENV}
     threshold = None
-    if _enabled(LEAN_MALLOC_ENV):
+    if _enabled(LEAN_MALLOC_ENV, default='0'):
         huge_pages = os.environ.get(LEAN_MALLOC_ENV, '').strip().lower() == 'thp'
         threshold = apply_lean_malloc(huge_pages).get('mmap_threshold')
         if isinstance(threshold, int):

@@ -52,18 +52,27 @@ def probe(env: dict[str, str] | None = None, torch_first: bool = False) -> dict:
 
 
 @glibc_only
-def test_lean_malloc_fixes_the_threshold_without_huge_pages():
+def test_by_default_only_the_spin_is_bounded():
     result = probe()
     assert result['applied'] is True
+    assert result['mmap_threshold'] is None  # the lean allocator is opt-in (slower here)
+    assert result['mmapped_blocks'] == 0  # glibc's dynamic threshold kept the block in the heap
+    assert result['THP_MEM_ALLOC_ENABLE'] is None
+    assert result['GOMP_SPINCOUNT'] == '10000' and result['KMP_BLOCKTIME'] == '1'
+
+
+@glibc_only
+def test_lean_malloc_fixes_the_threshold_without_huge_pages():
+    result = probe({'CODETR_LEAN_MALLOC': '1'})
     assert result['mmap_threshold'] == 4 * 2**20
     assert result['mmapped_blocks'] == 1  # the second 5 MB block has its own mapping again
-    assert result['THP_MEM_ALLOC_ENABLE'] is None  # huge pages are opt-in (slower here)
+    assert result['THP_MEM_ALLOC_ENABLE'] is None
     assert result['GOMP_SPINCOUNT'] == '10000' and result['KMP_BLOCKTIME'] == '1'
 
 
 @glibc_only
 def test_switches_turn_each_setting_off():
-    result = probe({'CODETR_LEAN_MALLOC': '0', 'CODETR_OMP_SPIN': 'off'})
+    result = probe({'CODETR_LEAN_MALLOC': 'off', 'CODETR_OMP_SPIN': 'off'})
     assert result['mmap_threshold'] is None
     assert result['mmapped_blocks'] == 0  # glibc's dynamic threshold kept the block in the heap
     assert result['THP_MEM_ALLOC_ENABLE'] is None and result['GOMP_SPINCOUNT'] is None
@@ -79,7 +88,8 @@ def test_thp_adds_huge_pages_to_the_threshold():
 @glibc_only
 def test_user_settings_are_kept():
     result = probe({'GLIBC_TUNABLES': 'glibc.malloc.mmap_threshold=65536',
-                    'THP_MEM_ALLOC_ENABLE': '0', 'OMP_WAIT_POLICY': 'PASSIVE'})
+                    'CODETR_LEAN_MALLOC': 'thp', 'THP_MEM_ALLOC_ENABLE': '0',
+                    'OMP_WAIT_POLICY': 'PASSIVE'})
     assert result['mmap_threshold'] == 'GLIBC_TUNABLES'
     assert result['THP_MEM_ALLOC_ENABLE'] == '0'
     assert result['GOMP_SPINCOUNT'] is None and result['OMP_WAIT_POLICY'] == 'PASSIVE'
@@ -104,9 +114,9 @@ with heap_reuse() as applied:
     result['inside'] = [applied, added_mappings(5)]
 result['after'] = added_mappings(12)  # larger than the heap's freed 5 MB block
 print(json.dumps(result))""".format(bench=str(ROOT / 'benchmarks')))
+    env = {k: v for k, v in os.environ.items() if k != 'GLIBC_TUNABLES'}
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                         check=True, env={k: v for k, v in os.environ.items()
-                                          if k not in ('GLIBC_TUNABLES', 'CODETR_LEAN_MALLOC')})
+                         check=True, env={**env, 'CODETR_LEAN_MALLOC': '1'})
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result['mmapped_blocks'] == 1  # codetr's 4 MB threshold before the replay
     assert result['inside'] == [True, 0]  # 32 MB inside: the 5 MB block comes from the heap

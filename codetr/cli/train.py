@@ -24,9 +24,9 @@ import sys
 
 from codetr.cpu_runtime import configure_cpu_runtime
 
-# Before torch loads: glibc's lean allocator and a bounded OpenMP spin (codetr/cpu_runtime.py;
-# CODETR_LEAN_MALLOC=0 / CODETR_OMP_SPIN=0 turn them off). Nothing changes in a process that
-# imported torch already.
+# Before torch loads: a bounded OpenMP spin (CODETR_OMP_SPIN=0 turns it off) and, where asked
+# for with CODETR_LEAN_MALLOC=1, glibc's lean allocator (codetr/cpu_runtime.py). Nothing
+# changes in a process that imported torch already.
 configure_cpu_runtime()
 
 import torch  # noqa: E402
