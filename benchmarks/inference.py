@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from codetr.cpu_runtime import configure_cpu_runtime  # noqa: E402
 
 # As the tools do, before torch loads (OpenMP and torch's allocator read it then): the
-# bounded spin (CODETR_OMP_SPIN=0 off), the lean allocator with CODETR_LEAN_MALLOC=1 / thp. Imported by
-# a process that has torch already (the tests), it changes nothing.
+# bounded spin (CODETR_OMP_SPIN=0 off), the lean allocator with CODETR_LEAN_MALLOC=1 / thp.
+# Imported by a process that has torch already (the tests), it changes nothing.
 CPU_RUNTIME = configure_cpu_runtime()
 
 import torch  # noqa: E402
